@@ -1,0 +1,33 @@
+# kqi: `make run` starts the server, `make test` runs every test. Both set up what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test bench sim clean
+
+$(VENV)/bin/activate:
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { apt-get update -q && apt-get install -y -q python3-venv python3-pip; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+
+$(VENV)/.run-deps: requirements.txt $(VENV)/bin/activate
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt $(VENV)/bin/activate
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.run-deps
+
+run: $(VENV)/.run-deps
+	$(PY) kqi_app.py run
+
+test: $(VENV)/.dev-deps
+	bash scripts/test-deps.sh
+	$(PY) -m pytest
+
+bench: $(VENV)/.dev-deps
+	bash scripts/test-deps.sh
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

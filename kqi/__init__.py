@@ -1,0 +1,75 @@
+"""kqi: an on-premises machine-learning job platform for small GPU clusters."""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from kqi import config as kqi_config
+from kqi.extensions import csrf, db, login_manager, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _instance_secret(instance: Path, name: str, make) -> str:
+    """A value generated once and kept in the instance folder (readable by its owner only)."""
+    path = instance / name
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    settings = kqi_config.load(overrides=overrides)
+    instance = Path(settings["instance"]).resolve()
+    instance.mkdir(parents=True, exist_ok=True)
+    app = Flask(
+        "kqi",
+        root_path=str(ROOT),
+        instance_path=str(instance),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    app.config["KQI"] = settings
+    app.config["SECRET_KEY"] = settings["secret_key"] or _instance_secret(
+        instance, "secret_key", lambda: secrets.token_urlsafe(48)
+    )
+    app.config["KQI_SITE"] = settings["site_id"] or _instance_secret(
+        instance, "site_id", lambda: secrets.token_hex(4)
+    )
+    app.config["SQLALCHEMY_DATABASE_URI"] = settings["database_url"] or f"sqlite:///{instance / 'kqi.db'}"
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    app.config["MAX_CONTENT_LENGTH"] = settings["max_request_mb"] * 1024 * 1024
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["WTF_CSRF_TIME_LIMIT"] = None  # tied to the session instead of a clock
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+
+    from kqi.views import register_views
+
+    register_views(app)
+
+    from kqi.scheduler.loop import SchedulerService
+
+    app.extensions["kqi_scheduler"] = SchedulerService(app)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record):
+    # WAL lets the web threads read while the scheduler writes; busy_timeout waits instead of failing.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

@@ -1,0 +1,144 @@
+"""Users, tenants, memberships, passwords and API tokens."""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from kqi.errors import ServiceError
+from kqi.models import ApiToken, Membership, Role, Tenant, User, utcnow
+
+TENANT_NAME = re.compile(r"^[0-9a-z-]{1,64}$")
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+DEFAULT_TENANT = "default"
+MIN_PASSWORD = 8
+
+# A fixed hash checked when the user does not exist, so a login takes as long either way.
+_DUMMY_HASH = generate_password_hash("kqi-timing-equaliser")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, in which tenant, with which role there."""
+
+    user: User
+    tenant: Tenant
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.is_admin
+
+
+def get_or_create_tenant(session: Session, name: str, display_name: str = "") -> Tenant:
+    if not TENANT_NAME.match(name):
+        raise ServiceError("tenant name may use lower-case letters, digits and '-'", field="name")
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        tenant = Tenant(name=name, display_name=display_name or name)
+        session.add(tenant)
+        session.flush()
+    return tenant
+
+
+def create_user(session: Session, username: str, password: str, *, is_admin: bool = False) -> User:
+    if not USERNAME.match(username or ""):
+        raise ServiceError("username: 1-64 letters, digits, '_', '.', '@' or '-'", field="username")
+    if len(password or "") < MIN_PASSWORD:
+        raise ServiceError(f"password must have at least {MIN_PASSWORD} characters", field="password")
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise ServiceError(f"user {username} already exists", field="username", code="conflict", status=409)
+    user = User(username=username, password_hash=generate_password_hash(password), is_admin=is_admin)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def add_membership(session: Session, user: User, tenant: Tenant, role: Role) -> Membership:
+    membership = session.scalar(
+        select(Membership).where(Membership.user_id == user.id, Membership.tenant_id == tenant.id)
+    )
+    if membership is None:
+        membership = Membership(user_id=user.id, tenant_id=tenant.id, role=role)
+        session.add(membership)
+    else:
+        membership.role = role
+    session.flush()
+    return membership
+
+
+def ensure_admin(session: Session, username: str, password: str | None) -> tuple[User, str | None]:
+    """Create the first admin in the default tenant unless one exists.
+
+    Returns the admin and the generated password (None when it was given or the admin existed)."""
+    existing = session.scalar(select(User).where(User.is_admin.is_(True)).order_by(User.id))
+    if existing is not None:
+        return existing, None
+    generated = None
+    if not password:
+        password = generated = secrets.token_urlsafe(12)
+    user = create_user(session, username, password, is_admin=True)
+    add_membership(session, user, get_or_create_tenant(session, DEFAULT_TENANT, "Default tenant"), Role.ADMIN)
+    return user, generated
+
+
+def memberships_of(session: Session, user: User) -> list[Membership]:
+    return list(
+        session.scalars(
+            select(Membership).join(Tenant).where(Membership.user_id == user.id).order_by(Tenant.name)
+        )
+    )
+
+
+def authenticate(session: Session, username: str, password: str, tenant_name: str | None = None) -> Principal:
+    """Check a password and choose the tenant (the named one, else the user's first)."""
+    user = session.scalar(select(User).where(User.username == (username or "")))
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password or "")
+        raise ServiceError("wrong username or password", code="unauthorized", status=401)
+    if not check_password_hash(user.password_hash, password or "") or user.disabled:
+        raise ServiceError("wrong username or password", code="unauthorized", status=401)
+    return principal_in(session, user, tenant_name)
+
+
+def principal_in(session: Session, user: User, tenant_name: str | None) -> Principal:
+    memberships = memberships_of(session, user)
+    if tenant_name:
+        memberships = [m for m in memberships if m.tenant.name == tenant_name]
+        if not memberships:
+            raise ServiceError(f"you are not a member of tenant {tenant_name}", field="tenant", code="forbidden", status=403)
+    if not memberships:
+        raise ServiceError("this account belongs to no tenant", code="forbidden", status=403)
+    membership = memberships[0]
+    return Principal(user=user, tenant=membership.tenant, role=membership.role)
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(session: Session, principal: Principal, ttl: timedelta) -> tuple[str, datetime]:
+    token = "kqi_" + secrets.token_urlsafe(32)
+    expires_at = utcnow() + ttl
+    session.add(
+        ApiToken(token_hash=_hash_token(token), user_id=principal.user.id, tenant_id=principal.tenant.id, expires_at=expires_at)
+    )
+    return token, expires_at
+
+
+def principal_for_token(session: Session, token: str) -> Principal | None:
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash_token(token)))
+    if row is None or row.expires_at <= utcnow() or row.user.disabled:
+        return None
+    membership = session.scalar(
+        select(Membership).where(Membership.user_id == row.user_id, Membership.tenant_id == row.tenant_id)
+    )
+    if membership is None:  # removed from the tenant since the token was issued
+        return None
+    return Principal(user=row.user, tenant=row.tenant, role=membership.role)

@@ -1,0 +1,70 @@
+"""Configuration: built-in defaults, then a TOML file, then environment variables, then overrides.
+
+The TOML file is `config.toml` in the working directory, or the file named by `KQI_CONFIG`.
+Keys in the file are lower-case (`port = 5000`); the environment uses `KQI_` + the upper-case key
+(`KQI_PORT=5000`). Values from the environment are converted to the type of the default.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 5000,
+    "instance": "instance",  # database, stored files, generated secrets
+    "database_url": "",  # empty: SQLite in the instance folder
+    "secret_key": "",  # empty: generated once and kept in the instance folder
+    "token_ttl_hours": 24 * 7,
+    "scheduler_enabled": True,
+    "scheduler_interval_s": 2.0,  # fallback only: a submit wakes the loop at once
+    "site_id": "",  # empty: generated once; labels this site's containers on shared engines
+    "docker_timeout_s": 30,
+    "stop_grace_s": 10,  # SIGTERM, then SIGKILL after this long, when a job is halted or times out
+    "log_tail_lines": 200,
+    "max_request_mb": 16,
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(key: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"KQI_{key.upper()} must be true or false, not {raw!r}")
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(raw)
+        except ValueError:
+            raise ConfigError(f"KQI_{key.upper()} must be a number, not {raw!r}") from None
+    return raw
+
+
+def load(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the merged settings, lower-case keys, values typed as in DEFAULTS."""
+    environ = os.environ if environ is None else environ
+    settings = dict(DEFAULTS)
+    path = Path(environ.get("KQI_CONFIG", "config.toml"))
+    if path.is_file():
+        with path.open("rb") as fh:
+            from_file = tomllib.load(fh)
+        unknown = sorted(set(from_file) - set(DEFAULTS))
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+        settings.update(from_file)
+    elif "KQI_CONFIG" in environ:
+        raise ConfigError(f"KQI_CONFIG names {path}, which does not exist")
+    for key, default in DEFAULTS.items():
+        raw = environ.get(f"KQI_{key.upper()}")
+        if raw is not None:
+            settings[key] = _coerce(key, raw, default)
+    settings.update(overrides or {})
+    return settings

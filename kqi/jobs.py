@@ -1,0 +1,174 @@
+"""Jobs: submit, list, read, halt, and every status change (compare-and-set, one writer each)."""
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Any, Mapping
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from kqi import validation as v
+from kqi.accounts import Principal
+from kqi.errors import Conflict, NotFound, ServiceError
+from kqi.models import GpuAllocation, Job, JobStatus, Node, utcnow
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,29}$")
+NAME_RULE = "lower-case letters, digits, '-' and '.', starting with a letter or digit, at most 30"
+IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+PRIORITIES = {"low": -1, "normal": 0, "high": 1}
+# Set by kqi in every container; a user's env may not replace them.
+RESERVED_ENV = frozenset({
+    "TRAINING_ID", "DATASET_ID", "PARENT_ID", "MODEL_REPOSITORY", "COMMIT_ID", "LC_ALL", "LANG",
+    "COLUMNS", "NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "MASTER_ADDR", "MASTER_PORT",
+    "WORLD_SIZE", "NODE_RANK", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+    "no_proxy",
+})
+SUBMIT_FIELDS = ("name", "image", "command", "cpu", "memory_gb", "gpu", "env", "memo", "time_limit_s",
+                 "priority", "partition")
+MAX_CPU, MAX_MEMORY_GB, MAX_GPU = 1024, 16384, 64
+MAX_TIME_LIMIT_S = 90 * 24 * 3600
+
+
+def parse_submission(body: Any) -> dict[str, Any]:
+    """Validate a training submission; return the column values of the new job."""
+    body = v.require_object(body)
+    v.reject_unknown(body, SUBMIT_FIELDS)
+    cpu = v.number(body, "cpu", required=True, minimum=0, exclusive_min=True, maximum=MAX_CPU)
+    memory_gb = v.number(body, "memory_gb", required=True, minimum=0, exclusive_min=True, maximum=MAX_MEMORY_GB)
+    gpu = v.number(body, "gpu", minimum=0, maximum=MAX_GPU, default=0)
+    if gpu > 1 and gpu != int(gpu):
+        raise ServiceError("gpu: more than one GPU must be a whole number (a share is between 0 and 1)", field="gpu")
+    priority = v.text(body, "priority", default="normal", max_len=16)
+    if priority not in PRIORITIES:
+        raise ServiceError(f"priority must be one of {', '.join(PRIORITIES)}", field="priority")
+    memory_mib = math.ceil(memory_gb * 1024)
+    if memory_mib < 8:
+        raise ServiceError("memory_gb must be at least 0.008 (8 MiB, the engine's minimum)", field="memory_gb")
+    return {
+        "name": v.text(body, "name", required=True, max_len=30, pattern=NAME, rule=NAME_RULE),
+        "image": v.text(body, "image", required=True, max_len=512, pattern=IMAGE, rule="not a valid image reference"),
+        "command": v.text(body, "command", required=True, max_len=20000),
+        "cpu_milli": max(1, round(cpu * 1000)),
+        "memory_mib": memory_mib,
+        "gpu_milli": round(gpu * 1000),
+        "env": v.env_vars(body.get("env"), reserved=RESERVED_ENV),
+        "memo": v.text(body, "memo", max_len=4096),
+        "time_limit_s": v.number(body, "time_limit_s", minimum=1, maximum=MAX_TIME_LIMIT_S, integer=True),
+        "priority": PRIORITIES[priority],
+        "partition": v.text(body, "partition", max_len=64),
+    }
+
+
+def submit(session: Session, principal: Principal, body: Any, kind: str = "training") -> Job:
+    job = Job(tenant_id=principal.tenant.id, user_id=principal.user.id, kind=kind, status=JobStatus.QUEUED,
+              **parse_submission(body))
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get(session: Session, principal: Principal, job_id: int) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == principal.tenant.id))
+    if job is None:
+        raise NotFound("job")
+    return job
+
+
+def page(session: Session, principal: Principal, page_no: int, per_page: int, status: str | None = None,
+         kind: str = "training") -> tuple[list[Job], int]:
+    query = select(Job).where(Job.tenant_id == principal.tenant.id, Job.kind == kind)
+    if status:
+        try:
+            query = query.where(Job.status == JobStatus(status))
+        except ValueError:
+            raise ServiceError(f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status") from None
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    jobs = session.scalars(query.order_by(Job.id.desc()).offset((page_no - 1) * per_page).limit(per_page))
+    return list(jobs), total
+
+
+def request_halt(session: Session, principal: Principal, job_id: int) -> Job:
+    """Stop a job: a queued one at once; a started one by the scheduler, which owns its container."""
+    job = get(session, principal, job_id)
+    if job.status == JobStatus.QUEUED and transition(session, job.id, JobStatus.QUEUED, JobStatus.USER_CANCELED, reason="halted by user"):
+        session.refresh(job)
+        return job
+    session.refresh(job)
+    if job.status.finished:
+        raise Conflict(f"job {job.id} has already ended ({job.status.value})")
+    session.execute(update(Job).where(Job.id == job.id).values(halt_requested=True))
+    session.refresh(job)
+    return job
+
+
+def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatus, **values: Any) -> bool:
+    """Compare-and-set the status: True when the job was still `expected` and is now `new`.
+
+    Entering a finished state stamps completed_at and releases the job's GPUs in the same
+    transaction, so resources are never held by a job that has ended."""
+    if new == JobStatus.RUNNING:
+        values.setdefault("started_at", utcnow())
+    if new.finished:
+        values.setdefault("completed_at", utcnow())
+        values.setdefault("queue_position", None)
+        values.setdefault("pending_reasons", [])
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == expected).values(status=new, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    if new.finished or new == JobStatus.QUEUED:
+        session.execute(delete(GpuAllocation).where(GpuAllocation.job_id == job_id))
+    return True
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") + "Z" if moment else None
+
+
+def as_dict(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "name": job.name,
+        "tenant": job.tenant.name,
+        "user": job.user.username,
+        "image": job.image,
+        "command": job.command,
+        "cpu": job.cpu_milli / 1000,
+        "memory_gb": round(job.memory_mib / 1024, 3),
+        "gpu": job.gpu_milli / 1000,
+        "env": job.env,
+        "memo": job.memo,
+        "time_limit_s": job.time_limit_s,
+        "priority": next(k for k, p in PRIORITIES.items() if p == job.priority),
+        "partition": job.partition or None,
+        "status": job.status.value,
+        "reason": job.reason or None,
+        "exit_code": job.exit_code,
+        "node": job.node.name if job.node else None,
+        "gpu_indices": list(job.gpu_indices or []),
+        "queue_position": job.queue_position,
+        "pending_reasons": list(job.pending_reasons or []),
+        "halt_requested": job.halt_requested,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "completed_at": _iso(job.completed_at),
+    }
+
+
+def node_usage(session: Session) -> dict[int, dict[str, int]]:
+    """CPU, memory and GPU held by active jobs, per node id."""
+    rows = session.execute(
+        select(Job.node_id, func.sum(Job.cpu_milli), func.sum(Job.memory_mib), func.sum(Job.gpu_milli))
+        .where(Job.status.in_([JobStatus.STARTING, JobStatus.RUNNING]), Job.node_id.is_not(None))
+        .group_by(Job.node_id)
+    )
+    return {node_id: {"cpu_milli": cpu or 0, "memory_mib": mem or 0, "gpu_milli": gpu or 0} for node_id, cpu, mem, gpu in rows}
+
+
+def active_on(session: Session, node: Node) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.node_id == node.id, Job.status.in_([JobStatus.STARTING, JobStatus.RUNNING]))))

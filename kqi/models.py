@@ -1,0 +1,180 @@
+"""Database tables. Rules about them live in the service modules (accounts, jobs, node_registry)."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    JSON,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from kqi.extensions import db
+
+
+def utcnow() -> datetime:
+    """Naive UTC: SQLite drops time zones, so every stored time is UTC without one."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Role(str, enum.Enum):
+    ADMIN = "admin"  # system administrator, in every tenant it belongs to
+    MANAGER = "manager"  # tenant manager
+    USER = "user"
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "Queued"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    KILLED = "Killed"
+    USER_CANCELED = "UserCanceled"
+    ERROR = "Error"
+
+    @property
+    def active(self) -> bool:
+        return self in (JobStatus.STARTING, JobStatus.RUNNING)
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.STARTING, JobStatus.RUNNING)
+
+
+class Tenant(db.Model):
+    __tablename__ = "tenants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    memberships: Mapped[list["Membership"]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    @property
+    def is_active(self) -> bool:  # flask-login refuses disabled users
+        return not self.disabled
+
+
+class Membership(db.Model):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "tenant_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
+    user: Mapped[User] = relationship(back_populates="memberships")
+    tenant: Mapped[Tenant] = relationship()
+
+
+class ApiToken(db.Model):
+    """A bearer token for one user in one tenant. Only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    user: Mapped[User] = relationship()
+    tenant: Mapped[Tenant] = relationship()
+
+
+class Node(db.Model):
+    __tablename__ = "nodes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    url: Mapped[str] = mapped_column(String(512))
+    partition: Mapped[str] = mapped_column(String(64), default="")
+    cpu_milli: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    engine_version: Mapped[str] = mapped_column(String(64), default="")
+    nvidia_runtime: Mapped[bool] = mapped_column(Boolean, default=False)
+    schedulable: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Job(db.Model):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_tenant_created", "tenant_id", "id"),
+        Index("ix_jobs_status", "status"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(16), default="training")
+    name: Mapped[str] = mapped_column(String(64))
+    image: Mapped[str] = mapped_column(String(512))
+    command: Mapped[str] = mapped_column(Text)
+    cpu_milli: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    gpu_milli: Mapped[int] = mapped_column(Integer, default=0)
+    env: Mapped[dict] = mapped_column(JSON, default=dict)
+    memo: Mapped[str] = mapped_column(Text, default="")
+    time_limit_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    partition: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), default=JobStatus.QUEUED)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"), nullable=True)
+    gpu_indices: Mapped[list] = mapped_column(JSON, default=list)
+    container_id: Mapped[str] = mapped_column(String(80), default="")
+    halt_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pending_reasons: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    tenant: Mapped[Tenant] = relationship()
+    user: Mapped[User] = relationship()
+    node: Mapped[Node | None] = relationship()
+
+
+class GpuAllocation(db.Model):
+    """A GPU index held by an active job. Rows are deleted when the job releases its resources.
+
+    The partial unique index makes double-booking a whole GPU impossible even if two writers raced;
+    shares (milli < 1000) of one index are checked by the scheduler when it applies a plan.
+    """
+
+    __tablename__ = "gpu_allocations"
+    __table_args__ = (
+        Index(
+            "uq_gpu_whole",
+            "node_id",
+            "gpu_index",
+            unique=True,
+            sqlite_where=text("milli = 1000"),
+            postgresql_where=text("milli = 1000"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    gpu_index: Mapped[int] = mapped_column(Integer)
+    milli: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,95 @@
+"""Checks for untrusted request values, shared by every service. Each raises ServiceError with
+the field at fault, so the API and the pages show the same message next to the same input."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Mapping
+
+from kqi.errors import ServiceError
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def require_object(body: Any) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping):
+        raise ServiceError("the request body must be a JSON object", field=None)
+    return body
+
+
+def reject_unknown(body: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ServiceError(f"unknown field {unknown[0]}", field=unknown[0])
+
+
+def text(body: Mapping[str, Any], field: str, *, required: bool = False, max_len: int = 256,
+         pattern: re.Pattern | None = None, rule: str = "", default: str = "") -> str:
+    value = body.get(field)
+    if value is None or value == "":
+        if required:
+            raise ServiceError(f"{field} is required", field=field)
+        return default
+    if not isinstance(value, str):
+        raise ServiceError(f"{field} must be a string", field=field)
+    if len(value) > max_len:
+        raise ServiceError(f"{field} is too long (at most {max_len} characters)", field=field)
+    if "\x00" in value:
+        raise ServiceError(f"{field} must not contain NUL characters", field=field)
+    if pattern is not None and not pattern.match(value):
+        raise ServiceError(f"{field}: {rule}", field=field)
+    return value
+
+
+def number(body: Mapping[str, Any], field: str, *, required: bool = False, minimum: float,
+           maximum: float, exclusive_min: bool = False, integer: bool = False, default=None):
+    value = body.get(field)
+    if value is None or value == "":
+        if required:
+            raise ServiceError(f"{field} is required", field=field)
+        return default
+    if isinstance(value, str):  # form posts send text
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ServiceError(f"{field} must be a number", field=field) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ServiceError(f"{field} must be a number", field=field)
+    if integer and value != int(value):
+        raise ServiceError(f"{field} must be a whole number", field=field)
+    too_small = value <= minimum if exclusive_min else value < minimum
+    if too_small:
+        bound = "more than" if exclusive_min else "at least"
+        raise ServiceError(f"{field} must be {bound} {minimum:g}", field=field)
+    if value > maximum:
+        raise ServiceError(f"{field} must be at most {maximum:g}", field=field)
+    return int(value) if integer else value
+
+
+def env_vars(value: Any, *, field: str = "env", reserved: Iterable[str] = (), max_count: int = 200) -> dict[str, str]:
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, Mapping):
+        raise ServiceError(f"{field} must be an object of NAME: value", field=field)
+    if len(value) > max_count:
+        raise ServiceError(f"{field} has more than {max_count} variables", field=field)
+    reserved = set(reserved)
+    result = {}
+    for name, raw in value.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise ServiceError(f"{field}: {name!r} is not a valid variable name (letters, digits, '_', not starting with a digit)", field=field)
+        if name in reserved or name.startswith("KQI_"):
+            raise ServiceError(f"{field}: {name} is set by kqi and cannot be overridden", field=field)
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise ServiceError(f"{field}: the value of {name} must be a string", field=field)
+        raw = str(raw)
+        if len(raw) > 4096 or "\x00" in raw:
+            raise ServiceError(f"{field}: the value of {name} is too long or contains NUL", field=field)
+        result[name] = raw
+    return result
+
+
+def paging(args: Mapping[str, Any], *, max_per_page: int = 100) -> tuple[int, int]:
+    page = number(args, "page", minimum=1, maximum=1_000_000, integer=True, default=1)
+    per_page = number(args, "per_page", minimum=1, maximum=max_per_page, integer=True, default=20)
+    return page, per_page
