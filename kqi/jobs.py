@@ -126,7 +126,7 @@ def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatu
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat(timespec="seconds") + "Z" if moment else None
+    return moment.isoformat(timespec="milliseconds") + "Z" if moment else None
 
 
 def as_dict(job: Job) -> dict[str, Any]:
