@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from flask_migrate import upgrade
@@ -46,16 +47,21 @@ def register_local_node(app) -> None:
 
 
 def serve(app) -> None:
-    from waitress import serve as waitress_serve
+    from waitress import create_server
 
     settings = app.config["KQI"]
     scheduler = app.extensions["kqi_scheduler"]
+    server = create_server(app, host=settings["host"], port=settings["port"], threads=16, ident="kqi")
     if settings["scheduler_enabled"]:
         scheduler.start()
-    print(f"kqi serving on http://{settings['host']}:{settings['port']}/", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly under systemd / kill
+    print(f"kqi serving on http://{settings['host']}:{settings['port']}/", flush=True)  # listening already
     try:
-        waitress_serve(app, host=settings["host"], port=settings["port"], threads=16, ident="kqi")
+        server.run()
+    except KeyboardInterrupt:
+        pass
     finally:
+        server.close()
         scheduler.shutdown()
 
 

@@ -75,9 +75,10 @@ class ApiClient:
 class Factory:
     """Rows for tests: tenants, users with a role, API clients logged in as them."""
 
+    _names = itertools.count(1)  # shared, so several factories on one app never clash
+
     def __init__(self, app):
         self.app = app
-        self._names = itertools.count(1)
 
     def user(self, tenant: str = "default", role: Role = Role.USER, *, admin: bool = False,
              password: str = "password-123"):

@@ -1,0 +1,78 @@
+"""Configuration layering, and the server command `make run` uses, as a real process."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from kqi import config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_file_then_environment(tmp_path):
+    file = tmp_path / "kqi.toml"
+    file.write_text('port = 6000\nhost = "0.0.0.0"\nscheduler_interval_s = 5.0\n')
+    settings = config.load({"KQI_CONFIG": str(file), "KQI_PORT": "7000", "KQI_SCHEDULER_ENABLED": "false"})
+    assert settings["port"] == 7000 and settings["host"] == "0.0.0.0"
+    assert settings["scheduler_interval_s"] == 5.0 and settings["scheduler_enabled"] is False
+    assert config.load({})["port"] == 5000 or Path("config.toml").exists()
+
+
+@pytest.mark.parametrize("content, environ, message", [
+    ("nope = 1\n", {}, "unknown setting"),
+    ("", {"KQI_PORT": "many"}, "must be a number"),
+    ("", {"KQI_SCHEDULER_ENABLED": "perhaps"}, "true or false"),
+])
+def test_bad_configuration_is_a_clear_error(tmp_path, content, environ, message):
+    file = tmp_path / "kqi.toml"
+    file.write_text(content)
+    with pytest.raises(config.ConfigError, match=message):
+        config.load({"KQI_CONFIG": str(file), **environ})
+
+
+def test_missing_named_config_file_is_an_error(tmp_path):
+    with pytest.raises(config.ConfigError, match="does not exist"):
+        config.load({"KQI_CONFIG": str(tmp_path / "absent.toml")})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_command_migrates_creates_admin_and_serves(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KQI_")}
+    env.update({"KQI_INSTANCE": str(tmp_path / "inst"), "KQI_PORT": str(port)})
+    server = subprocess.Popen([sys.executable, "kqi_app.py", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while not any("serving on" in line for line in lines):
+            assert time.monotonic() < deadline and server.poll() is None, "".join(lines)
+            lines.append(server.stdout.readline())
+        output = "".join(lines)
+        password = re.search(r"user 'admin', password '([^']+)'", output).group(1)
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+        login = requests.post(f"{base}/api/v1/account/login", json={"username": "admin", "password": password}, timeout=5)
+        assert login.status_code == 200 and login.json()["tenant"]["name"] == "default"
+        assert (tmp_path / "inst" / "kqi.db").exists()
+        assert password not in (tmp_path / "inst" / "kqi.db").read_bytes().decode("latin-1")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    # A second start keeps the admin and prints no new password.
+    second = subprocess.run([sys.executable, "kqi_app.py", "create-admin"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert second.returncode == 0 and "password" not in second.stdout
