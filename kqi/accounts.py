@@ -6,12 +6,14 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from kqi.errors import ServiceError
+from kqi import validation as v
+from kqi.errors import NotFound, ServiceError
 from kqi.models import ApiToken, Membership, Role, Tenant, User, utcnow
 
 TENANT_NAME = re.compile(r"^[0-9a-z-]{1,64}$")
@@ -45,6 +47,69 @@ def get_or_create_tenant(session: Session, name: str, display_name: str = "") ->
         session.add(tenant)
         session.flush()
     return tenant
+
+
+TENANT_FIELDS = ("name", "display_name", "quota")
+QUOTA_FIELDS = {"cpu": 1000, "memory_gb": 1024, "gpu": 1000}  # API unit -> stored milli / MiB
+
+
+def _quota(body: Any) -> dict[str, int | None]:
+    """{"cpu": cores, "memory_gb": GB, "gpu": GPUs}, each null or absent for unlimited."""
+    if body is None:
+        return {"quota_cpu_milli": None, "quota_memory_mib": None, "quota_gpu_milli": None}
+    if not isinstance(body, dict):
+        raise ServiceError("quota must be an object with cpu, memory_gb and gpu", field="quota")
+    unknown = sorted(set(body) - set(QUOTA_FIELDS))
+    if unknown:
+        raise ServiceError(f"quota: unknown field {unknown[0]}", field="quota")
+    columns = {"cpu": "quota_cpu_milli", "memory_gb": "quota_memory_mib", "gpu": "quota_gpu_milli"}
+    values = {}
+    for key, scale in QUOTA_FIELDS.items():
+        amount = v.number(body, key, minimum=0, maximum=1_000_000)
+        values[columns[key]] = None if amount is None else round(amount * scale)
+    return values
+
+
+def create_tenant(session: Session, body: Any) -> Tenant:
+    body = v.require_object(body)
+    v.reject_unknown(body, TENANT_FIELDS)
+    name = v.text(body, "name", required=True, max_len=64, pattern=TENANT_NAME,
+                  rule="lower-case letters, digits and '-'")
+    if session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
+        raise ServiceError(f"tenant {name} already exists", field="name", code="conflict", status=409)
+    tenant = Tenant(name=name, display_name=v.text(body, "display_name", max_len=128, default=name),
+                    **_quota(body.get("quota")))
+    session.add(tenant)
+    session.flush()
+    return tenant
+
+
+def update_tenant(session: Session, tenant_id: int, body: Any) -> Tenant:
+    body = v.require_object(body)
+    v.reject_unknown(body, ("display_name", "quota"))
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound("tenant")
+    if "display_name" in body:
+        tenant.display_name = v.text(body, "display_name", max_len=128, default=tenant.name)
+    if "quota" in body:
+        for column, value in _quota(body["quota"]).items():
+            setattr(tenant, column, value)
+    session.flush()
+    return tenant
+
+
+def tenant_dict(tenant: Tenant) -> dict[str, Any]:
+    def scaled(value, scale):
+        return None if value is None else value / scale
+
+    return {"id": tenant.id, "name": tenant.name, "display_name": tenant.display_name,
+            "quota": {"cpu": scaled(tenant.quota_cpu_milli, 1000), "memory_gb": scaled(tenant.quota_memory_mib, 1024),
+                      "gpu": scaled(tenant.quota_gpu_milli, 1000)}}
+
+
+def all_tenants(session: Session) -> list[Tenant]:
+    return list(session.scalars(select(Tenant).order_by(Tenant.name)))
 
 
 def create_user(session: Session, username: str, password: str, *, is_admin: bool = False) -> User:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from kqi import validation as v
 from kqi.accounts import Principal
 from kqi.errors import Conflict, NotFound, ServiceError
-from kqi.models import GpuAllocation, Job, JobStatus, Node, utcnow
+from kqi.models import GpuAllocation, Job, JobPart, JobStatus, utcnow
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,29}$")
 NAME_RULE = "lower-case letters, digits, '-' and '.', starting with a letter or digit, at most 30"
@@ -26,7 +26,8 @@ RESERVED_ENV = frozenset({
     "no_proxy",
 })
 SUBMIT_FIELDS = ("name", "image", "command", "cpu", "memory_gb", "gpu", "env", "memo", "time_limit_s",
-                 "priority", "partition")
+                 "priority", "partition", "nodes")
+MAX_GANG = 64
 MAX_CPU, MAX_MEMORY_GB, MAX_GPU = 1024, 16384, 64
 MAX_TIME_LIMIT_S = 90 * 24 * 3600
 
@@ -43,6 +44,9 @@ def parse_submission(body: Any) -> dict[str, Any]:
     priority = v.text(body, "priority", default="normal", max_len=16)
     if priority not in PRIORITIES:
         raise ServiceError(f"priority must be one of {', '.join(PRIORITIES)}", field="priority")
+    nodes = v.number(body, "nodes", minimum=1, maximum=MAX_GANG, integer=True, default=1)
+    if nodes > 1 and gpu and gpu < 1:
+        raise ServiceError("gpu: a gang job (nodes > 1) takes whole GPUs on each node", field="gpu")
     memory_mib = math.ceil(memory_gb * 1024)
     if memory_mib < 8:
         raise ServiceError("memory_gb must be at least 0.008 (8 MiB, the engine's minimum)", field="memory_gb")
@@ -58,6 +62,7 @@ def parse_submission(body: Any) -> dict[str, Any]:
         "time_limit_s": v.number(body, "time_limit_s", minimum=1, maximum=MAX_TIME_LIMIT_S, integer=True),
         "priority": PRIORITIES[priority],
         "partition": v.text(body, "partition", max_len=64),
+        "nodes": nodes,
     }
 
 
@@ -122,6 +127,8 @@ def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatu
         return False
     if new.finished or new == JobStatus.QUEUED:
         session.execute(delete(GpuAllocation).where(GpuAllocation.job_id == job_id))
+    if new == JobStatus.QUEUED:  # back to the queue: it will be placed afresh
+        session.execute(delete(JobPart).where(JobPart.job_id == job_id))
     return True
 
 
@@ -150,7 +157,9 @@ def as_dict(job: Job) -> dict[str, Any]:
         "reason": job.reason or None,
         "exit_code": job.exit_code,
         "node": job.node.name if job.node else None,
-        "gpu_indices": list(job.gpu_indices or []),
+        "gpu_indices": job.gpu_indices,
+        "nodes": job.nodes,
+        "parts": [{"rank": p.rank, "node": p.node.name, "gpu_indices": list(p.gpu_indices)} for p in job.parts],
         "queue_position": job.queue_position,
         "pending_reasons": list(job.pending_reasons or []),
         "halt_requested": job.halt_requested,
@@ -160,15 +169,17 @@ def as_dict(job: Job) -> dict[str, Any]:
     }
 
 
+ACTIVE = (JobStatus.STARTING, JobStatus.RUNNING)
+
+
 def node_usage(session: Session) -> dict[int, dict[str, int]]:
     """CPU, memory and GPU held by active jobs, per node id."""
     rows = session.execute(
-        select(Job.node_id, func.sum(Job.cpu_milli), func.sum(Job.memory_mib), func.sum(Job.gpu_milli))
-        .where(Job.status.in_([JobStatus.STARTING, JobStatus.RUNNING]), Job.node_id.is_not(None))
-        .group_by(Job.node_id)
+        select(JobPart.node_id, func.sum(Job.cpu_milli), func.sum(Job.memory_mib), func.sum(Job.gpu_milli))
+        .join(Job, Job.id == JobPart.job_id).where(Job.status.in_(ACTIVE)).group_by(JobPart.node_id)
     )
     return {node_id: {"cpu_milli": cpu or 0, "memory_mib": mem or 0, "gpu_milli": gpu or 0} for node_id, cpu, mem, gpu in rows}
 
 
-def active_on(session: Session, node: Node) -> list[Job]:
-    return list(session.scalars(select(Job).where(Job.node_id == node.id, Job.status.in_([JobStatus.STARTING, JobStatus.RUNNING]))))
+def active(session: Session) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.status.in_(ACTIVE)).order_by(Job.id)))

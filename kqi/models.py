@@ -58,6 +58,10 @@ class Tenant(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     display_name: Mapped[str] = mapped_column(String(128), default="")
+    # Resources the tenant's jobs may hold at once; None: unlimited. Over it, jobs wait.
+    quota_cpu_milli: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_memory_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_gpu_milli: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -111,6 +115,8 @@ class Node(db.Model):
     memory_mib: Mapped[int] = mapped_column(Integer)
     gpu_count: Mapped[int] = mapped_column(Integer, default=0)
     engine_version: Mapped[str] = mapped_column(String(64), default="")
+    # How containers on other nodes reach this one (gang jobs' MASTER_ADDR).
+    address: Mapped[str] = mapped_column(String(255), default="")
     nvidia_runtime: Mapped[bool] = mapped_column(Boolean, default=False)
     schedulable: Mapped[bool] = mapped_column(Boolean, default=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
@@ -132,7 +138,8 @@ class Job(db.Model):
     command: Mapped[str] = mapped_column(Text)
     cpu_milli: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(Integer)
-    gpu_milli: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_milli: Mapped[int] = mapped_column(Integer, default=0)  # per part
+    nodes: Mapped[int] = mapped_column(Integer, default=1)  # gang size: parts on distinct nodes
     env: Mapped[dict] = mapped_column(JSON, default=dict)
     memo: Mapped[str] = mapped_column(Text, default="")
     time_limit_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -141,9 +148,6 @@ class Job(db.Model):
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), default=JobStatus.QUEUED)
     reason: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"), nullable=True)
-    gpu_indices: Mapped[list] = mapped_column(JSON, default=list)
-    container_id: Mapped[str] = mapped_column(String(80), default="")
     halt_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pending_reasons: Mapped[list] = mapped_column(JSON, default=list)
@@ -152,7 +156,33 @@ class Job(db.Model):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     tenant: Mapped[Tenant] = relationship()
     user: Mapped[User] = relationship()
-    node: Mapped[Node | None] = relationship()
+    parts: Mapped[list["JobPart"]] = relationship(back_populates="job", order_by="JobPart.rank",
+                                                  cascade="all, delete-orphan")
+
+    @property
+    def node(self) -> Node | None:
+        """Where the job runs (the gang master's node for a gang job)."""
+        return self.parts[0].node if self.parts else None
+
+    @property
+    def gpu_indices(self) -> list[int]:
+        return list(self.parts[0].gpu_indices) if self.parts else []
+
+
+class JobPart(db.Model):
+    """Where one part of a started job runs: one container. A job has one part, a gang job one
+    per node, rank 0 being the master."""
+
+    __tablename__ = "job_parts"
+    __table_args__ = (UniqueConstraint("job_id", "rank"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    rank: Mapped[int] = mapped_column(Integer)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    gpu_indices: Mapped[list] = mapped_column(JSON, default=list)
+    container_id: Mapped[str] = mapped_column(String(80), default="")
+    job: Mapped[Job] = relationship(back_populates="parts")
+    node: Mapped[Node] = relationship()
 
 
 class GpuAllocation(db.Model):

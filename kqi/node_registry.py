@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,7 +16,8 @@ from kqi.nodes import NodeError, driver_for, validate_url
 
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-NODE_FIELDS = ("name", "url", "gpus", "partition")
+NODE_FIELDS = ("name", "url", "gpus", "partition", "address")
+ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,254}$")
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
 
 
@@ -30,6 +32,8 @@ def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
         raise ServiceError(problem, field="url")
     gpus = v.number(body, "gpus", minimum=0, maximum=64, integer=True, default=0)
     partition = v.text(body, "partition", max_len=64, pattern=PARTITION, rule="letters, digits, '.', '_' and '-'")
+    address = v.text(body, "address", max_len=255, pattern=ADDRESS, rule="a host name or IP address",
+                     default=urlsplit(url).hostname or "")
     if session.scalar(select(Node.id).where(Node.name == name)) is not None:
         raise Conflict(f"node {name} already exists", field="name")
     try:
@@ -41,7 +45,7 @@ def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
     except NodeError as exc:
         raise ServiceError(f"cannot reach the Docker engine at {url}: {exc}", field="url", code="unreachable", status=422) from None
     node = Node(name=name, url=url, partition=partition, gpu_count=gpus, cpu_milli=inventory.cpu_milli,
-                memory_mib=inventory.memory_mib, engine_version=inventory.engine_version,
+                memory_mib=inventory.memory_mib, engine_version=inventory.engine_version, address=address,
                 nvidia_runtime=inventory.nvidia_runtime)
     session.add(node)
     session.flush()
@@ -75,6 +79,7 @@ def as_dict(node: Node, used: dict[str, int] | None = None) -> dict[str, Any]:
         "id": node.id,
         "name": node.name,
         "url": node.url,
+        "address": node.address or None,
         "partition": node.partition or None,
         "engine_version": node.engine_version,
         "schedulable": node.schedulable,

@@ -94,11 +94,13 @@ class JobFiles:
         self.output = self.root / "output"
         self.log = self.root / LOG_NAME
 
-    def write_log(self, data: bytes) -> None:
+    def write_log(self, data: bytes, rank: int = 0) -> None:
+        """Rank 0's log is the job's log; a gang job's other ranks get stdout_stderr.rank<N>.log."""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.log.with_suffix(".tmp")
+        target = self.log if rank == 0 else self.root / f"stdout_stderr.rank{rank}.log"
+        tmp = target.with_suffix(".tmp")
         tmp.write_bytes(data)
-        tmp.replace(self.log)
+        tmp.replace(target)
 
     def read_log(self) -> bytes | None:
         return self.log.read_bytes() if self.log.exists() else None

@@ -15,6 +15,14 @@ from kqi.extensions import db
 from kqi.models import Role
 
 pytest_plugins = ["tests.infra.plugin"]
+
+
+def pytest_configure(config):
+    from tests.infra.plugin import FIXTURE_NEEDS
+
+    FIXTURE_NEEDS["db_url"] = "postgres_server"  # start PostgreSQL up front, beside the engines
+
+
 _db_names = itertools.count()
 
 

@@ -195,3 +195,25 @@ def test_unknown_route_and_method_use_the_error_shape(app, factory):
     assert missing.status_code in (401, 404)
     wrong_method = api.client.delete("/api/v1/training", headers={"Authorization": f"Bearer {api.token}"})
     assert wrong_method.status_code == 405 and wrong_method.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_admin_creates_tenants_with_quotas(app, factory):
+    admin = factory.api(admin=True, role=Role.ADMIN)
+    created = admin.post("/api/v1/admin/tenants", json={"name": "vision", "display_name": "Vision team",
+                                                        "quota": {"cpu": 16, "memory_gb": 64, "gpu": 4}})
+    assert created.status_code == 201, created.get_json()
+    tenant = created.get_json()
+    assert tenant["quota"] == {"cpu": 16, "memory_gb": 64, "gpu": 4} and tenant["display_name"] == "Vision team"
+    assert created.headers["Location"].endswith(f"/api/v1/admin/tenants/{tenant['id']}")
+    for body, field in [({"name": "Vision"}, "name"), ({"name": "vision"}, "name"), ({"name": "x", "quota": {"gpu": -1}}, "gpu"),
+                        ({"name": "x", "quota": {"tpu": 1}}, "quota"), ({"name": "x", "quota": 3}, "quota")]:
+        response = admin.post("/api/v1/admin/tenants", json=body)
+        assert response.status_code in (400, 409) and response.get_json()["error"]["field"] == field, body
+    updated = admin.client.put(f"/api/v1/admin/tenants/{tenant['id']}", json={"quota": {"gpu": 2}},
+                               headers={"Authorization": f"Bearer {admin.token}"}).get_json()
+    assert updated["quota"] == {"cpu": None, "memory_gb": None, "gpu": 2}
+    names = [t["name"] for t in admin.get("/api/v1/admin/tenants").get_json()["items"]]
+    assert "vision" in names
+    user = factory.api()
+    assert user.post("/api/v1/admin/tenants", json={"name": "mine"}).status_code == 403
+    assert user.get("/api/v1/admin/tenants").status_code == 403

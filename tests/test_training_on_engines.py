@@ -5,7 +5,7 @@ import docker
 import pytest
 
 from kqi.extensions import db
-from kqi.models import GpuAllocation, Job, Role
+from kqi.models import GpuAllocation, Job, JobPart, Role
 from tests.conftest import ApiClient, Factory, make_app, wait_for
 
 pytestmark = pytest.mark.engines
@@ -21,8 +21,11 @@ class Cluster:
         factory = Factory(app)
         admin = factory.api(admin=True, role=Role.ADMIN)
         for i, engine in enumerate(engines):
-            response = admin.post("/api/v1/admin/nodes", json={"name": f"node{i + 1}", "url": engine.unix_url, "gpus": 2})
+            response = admin.post("/api/v1/admin/nodes", json={"name": f"node{i + 1}", "url": engine.unix_url, "gpus": 2,
+                                                               "address": engine.address})
             assert response.status_code == 201, response.get_json()
+        self.admin = admin
+        self.factory = factory
         self.api = factory.api()
 
     @property
@@ -181,7 +184,8 @@ def test_restarted_server_finishes_running_jobs_and_never_starts_one_twice(tmp_p
         from kqi import jobs
         from kqi.models import JobStatus, Node
         node = db.session.query(Node).filter_by(name="node1").one()
-        assert jobs.transition(db.session, placed_id, JobStatus.QUEUED, JobStatus.STARTING, node_id=node.id, gpu_indices=[1])
+        assert jobs.transition(db.session, placed_id, JobStatus.QUEUED, JobStatus.STARTING)
+        db.session.add(JobPart(job_id=placed_id, rank=0, node_id=node.id, gpu_indices=[1]))
         db.session.add(GpuAllocation(job_id=placed_id, node_id=node.id, gpu_index=1, milli=1000))
         db.session.commit()
     app.extensions["kqi_scheduler"].shutdown()  # the old server is gone; its containers live on
@@ -200,3 +204,47 @@ def test_restarted_server_finishes_running_jobs_and_never_starts_one_twice(tmp_p
         assert db.session.query(GpuAllocation).count() == 0
         assert db.session.query(Job).filter(Job.status.in_(["Starting", "Running"])).count() == 0
     reborn.extensions["kqi_scheduler"].shutdown()
+
+
+def test_gang_job_starts_one_part_per_node_with_torchrun_variables(cluster):
+    job_id = cluster.submit(name="gang", nodes=2, gpu=2, command=(
+        "echo rank=$NODE_RANK world=$WORLD_SIZE master=$MASTER_ADDR:$MASTER_PORT gpus=$NVIDIA_VISIBLE_DEVICES; "
+        "echo $NODE_RANK > /kqi/output/rank.txt"))
+    job = cluster.wait_status(job_id, "Completed", "Failed", "Error")
+    assert job["status"] == "Completed", job
+    parts = job["parts"]
+    assert [p["rank"] for p in parts] == [0, 1] and {p["node"] for p in parts} == {"node1", "node2"}
+    assert all(p["gpu_indices"] == [0, 1] for p in parts)
+    master = next(e for e in cluster.engines if f"node{cluster.engines.index(e) + 1}" == parts[0]["node"])
+    port = 20000 + job_id % 20000
+    log = cluster.api.get(f"/api/v1/training/{job_id}/log").get_data(as_text=True)
+    assert f"rank=0 world=2 master={master.address}:{port} gpus=0,1" in log
+    # rank 0's outputs are the job's outputs; rank 1's log is kept beside the job's log
+    assert cluster.api.get(f"/api/v1/training/{job_id}/files/rank.txt").get_data() == b"0\n"
+    rank1_log = (cluster.app.instance_path + f"/jobs/{job_id}/stdout_stderr.rank1.log")
+    assert f"rank=1 world=2 master={master.address}:{port}" in open(rank1_log).read()
+    assert cluster.containers(job_id) == []
+
+
+def test_gang_job_fails_as_a_whole_when_one_rank_fails(cluster):
+    job_id = cluster.submit(name="gang-bad", nodes=2, command='if [ "$NODE_RANK" = 1 ]; then exit 4; fi; sleep 300')
+    job = cluster.wait_status(job_id, "Failed", "Completed", "Error")
+    assert job["status"] == "Failed" and job["reason"] == "rank 1 exit code 4" and job["exit_code"] == 4
+    assert cluster.containers(job_id) == []
+
+
+def test_job_over_its_tenant_quota_waits_then_starts_when_the_other_ends(cluster):
+    tenant_id = cluster.admin.get("/api/v1/account").get_json()["tenant"]["id"]
+    response = cluster.admin.client.put(f"/api/v1/admin/tenants/{tenant_id}", json={"quota": {"gpu": 1}},
+                                        headers={"Authorization": f"Bearer {cluster.admin.token}"})
+    assert response.status_code == 200 and response.get_json()["quota"]["gpu"] == 1
+    first = cluster.submit(name="q1", gpu=1, command="sleep 3")
+    second = cluster.submit(name="q2", gpu=1, command="true")
+    cluster.wait_status(first, "Running")
+    cluster.scheduler.tick()
+    waiting = cluster.job(second)
+    assert waiting["status"] == "Queued"
+    assert any(r.startswith("tenant gpu quota 1/1") for r in waiting["pending_reasons"]), waiting
+    assert cluster.wait_status(first, "Completed")["status"] == "Completed"
+    done = cluster.wait_status(second, "Completed", "Failed", "Error")
+    assert done["status"] == "Completed" and done["started_at"] >= cluster.job(first)["completed_at"]

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 LABEL_SITE = "kqi.site"
 LABEL_JOB = "kqi.job"
 LABEL_KIND = "kqi.kind"
+LABEL_RANK = "kqi.rank"
 
 
 class NodeError(Exception):
@@ -42,6 +43,7 @@ class ContainerSpec:
     memory_mib: int
     gpu_indices: tuple[int, ...] = ()
     nvidia_runtime: bool = False
+    host_network: bool = False  # gang parts talk to each other through their hosts' addresses
     workdir: str = "/kqi/git"
     # tar archives unpacked at "/" before the command starts (the /kqi folders)
     archives: tuple[bytes, ...] = field(default=())
@@ -51,6 +53,7 @@ class ContainerSpec:
 class ContainerState:
     container_id: str
     job_id: int
+    rank: int
     running: bool
     exit_code: int | None
     oom_killed: bool
@@ -63,7 +66,7 @@ class NodeDriver(Protocol):
 
     def start(self, spec: ContainerSpec) -> str: ...
 
-    def containers(self, site: str) -> dict[int, ContainerState]: ...
+    def containers(self, site: str) -> list[ContainerState]: ...
 
     def logs(self, container_id: str, tail: int | None = None) -> bytes: ...
 

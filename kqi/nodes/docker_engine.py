@@ -7,7 +7,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from requests.exceptions import RequestException
 
-from kqi.nodes import LABEL_JOB, LABEL_SITE, ContainerSpec, ContainerState, Inventory, NodeError
+from kqi.nodes import LABEL_JOB, LABEL_RANK, LABEL_SITE, ContainerSpec, ContainerState, Inventory, NodeError
 
 _NANO = 1_000_000  # nano-CPUs per milli-core
 
@@ -65,6 +65,7 @@ class DockerEngineDriver:
             mem_limit=spec.memory_mib * 1024 * 1024,
             memswap_limit=spec.memory_mib * 1024 * 1024,  # no swap: over the limit means OOMKilled
             device_requests=_gpu_request(spec),
+            network_mode="host" if spec.host_network else None,
             detach=True,
         )
         try:
@@ -98,22 +99,22 @@ class DockerEngineDriver:
         self._call(container.start)
         return container.id
 
-    def containers(self, site: str) -> dict[int, ContainerState]:
+    def containers(self, site: str) -> list[ContainerState]:
         found = self._call(self.client.containers.list, all=True, filters={"label": f"{LABEL_SITE}={site}"})
-        states = {}
+        states = []
         for container in found:
             state = container.attrs["State"]
-            job_id = int(container.labels.get(LABEL_JOB, "0"))
             running = state.get("Status") in ("running", "restarting", "paused")
-            states[job_id] = ContainerState(
+            states.append(ContainerState(
                 container_id=container.id,
-                job_id=job_id,
+                job_id=int(container.labels.get(LABEL_JOB, "0")),
+                rank=int(container.labels.get(LABEL_RANK, "0")),
                 running=running,
                 exit_code=None if running else state.get("ExitCode"),
                 oom_killed=bool(state.get("OOMKilled")),
                 error=state.get("Error") or "",
                 started=not state.get("StartedAt", "0001-").startswith("0001-"),
-            )
+            ))
         return states
 
     def logs(self, container_id: str, tail: int | None = None) -> bytes:

@@ -12,12 +12,10 @@ from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
-from sqlalchemy import select
-
 from kqi import job_runner
 from kqi.extensions import db
 from kqi.models import Node
-from kqi.nodes import NodeDriver, NodeError, driver_for
+from kqi.nodes import NodeDriver, driver_for
 from kqi.scheduler import snapshot
 from kqi.scheduler.plan import plan
 
@@ -106,19 +104,5 @@ class SchedulerService:
             job_runner.start(session, ctx, job)
 
     def _watch(self) -> int:
-        session = db.session
-        ctx = self.run_context()
-        ended = 0
-        for node in session.scalars(select(Node).order_by(Node.name)):
-            try:
-                ended += job_runner.watch_node(session, ctx, node)
-                if node.last_error:
-                    node.last_error = ""
-                    session.commit()
-            except NodeError as exc:
-                session.rollback()
-                log.warning("node %s: %s", node.name, exc)
-                node.last_error = str(exc)[:1000]
-                session.commit()
-        return ended
+        return job_runner.watch(db.session, self.run_context())
 

@@ -5,15 +5,16 @@ the job's status and the unique index on whole GPUs, so a stale plan can never d
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from kqi import jobs
-from kqi.models import GpuAllocation, Job, JobStatus, Node, Tenant
+from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, Tenant
 from kqi.scheduler.model import (
     WHOLE_GPU,
     AllocatedPart,
@@ -22,8 +23,10 @@ from kqi.scheduler.model import (
     JobRequest,
     NodeView,
     Plan,
+    Quota,
     RunningJob,
 )
+from kqi.scheduler.order import CORES_PER_GPU_EQUIVALENT
 
 
 def _epoch(moment: datetime | None) -> float:
@@ -35,6 +38,38 @@ class Snapshot:
     state: ClusterState
     node_ids: dict[str, int]  # NodeView.name -> Node.id
     pending_seen: dict[int, tuple[int | None, tuple[str, ...]]]  # what queued jobs show now
+
+
+# Fair share looks at what each tenant used recently: GPU-seconds, halved every day.
+USAGE_HALF_LIFE_S = 24 * 3600.0
+USAGE_WINDOW_S = 7 * 24 * 3600.0
+
+
+def decayed_usage(spans: list[tuple[str, float, float, float]], now: float) -> dict[str, float]:
+    """Sum of GPU-equivalents x seconds per tenant, each second weighted by 2^(-age / half-life).
+
+    `spans` holds (tenant, gpu equivalents, start, end) with times in epoch seconds."""
+    rate = math.log(2) / USAGE_HALF_LIFE_S
+    usage: dict[str, float] = {}
+    for tenant, gpus, start, end in spans:
+        end = min(end, now)
+        if end <= start:
+            continue
+        # integral of e^(-rate (now - t)) dt over [start, end]
+        weight = (math.exp(-rate * (now - end)) - math.exp(-rate * (now - start))) / rate
+        usage[tenant] = usage.get(tenant, 0.0) + gpus * weight
+    return usage
+
+
+def _usage_spans(session: Session, tenant_names: dict[int, str], now: float):
+    since = datetime.fromtimestamp(now - USAGE_WINDOW_S, timezone.utc).replace(tzinfo=None)
+    rows = session.execute(
+        select(Job.tenant_id, Job.gpu_milli, Job.cpu_milli, Job.nodes, Job.started_at, Job.completed_at)
+        .where(Job.started_at.is_not(None), or_(Job.completed_at.is_(None), Job.completed_at >= since))
+    )
+    for tenant_id, gpu_milli, cpu_milli, nodes, started, completed in rows:
+        gpus = gpu_milli / WHOLE_GPU if gpu_milli else cpu_milli / 1000 / CORES_PER_GPU_EQUIVALENT
+        yield tenant_names[tenant_id], gpus * nodes, _epoch(started), _epoch(completed) if completed else now
 
 
 def read(session: Session, now: float) -> Snapshot:
@@ -51,22 +86,27 @@ def read(session: Session, now: float) -> Snapshot:
         for node in nodes
     )
     node_names = {node.id: node.name for node in nodes}
-    tenant_names = dict(session.execute(select(Tenant.id, Tenant.name)).all())
-    gpus_of: dict[int, list[int]] = {}
-    for job_id, index in session.execute(select(GpuAllocation.job_id, GpuAllocation.gpu_index).order_by(GpuAllocation.gpu_index)):
-        gpus_of.setdefault(job_id, []).append(index)
+    tenants = list(session.scalars(select(Tenant)))
+    tenant_names = {tenant.id: tenant.name for tenant in tenants}
+    quotas = {tenant.name: Quota(tenant.quota_cpu_milli, tenant.quota_memory_mib, tenant.quota_gpu_milli)
+              for tenant in tenants
+              if (tenant.quota_cpu_milli, tenant.quota_memory_mib, tenant.quota_gpu_milli) != (None, None, None)}
+    gpus_of: dict[tuple[int, int], list[int]] = {}
+    for job_id, node_id, index in session.execute(
+            select(GpuAllocation.job_id, GpuAllocation.node_id, GpuAllocation.gpu_index).order_by(GpuAllocation.gpu_index)):
+        gpus_of.setdefault((job_id, node_id), []).append(index)
     running = tuple(
         RunningJob(
             job_id=job.id,
             tenant=tenant_names[job.tenant_id],
-            parts=(AllocatedPart(node=node_names[job.node_id], cpu_milli=job.cpu_milli, memory_mib=job.memory_mib,
-                                 gpu_indices=tuple(gpus_of.get(job.id, ())), gpu_milli=job.gpu_milli),),
+            parts=tuple(AllocatedPart(node=node_names[part.node_id], cpu_milli=job.cpu_milli, memory_mib=job.memory_mib,
+                                      gpu_indices=tuple(gpus_of.get((job.id, part.node_id), ())), gpu_milli=job.gpu_milli)
+                        for part in job.parts if part.node_id in node_names),
             started_at=_epoch(job.started_at or job.created_at),
             time_limit_s=job.time_limit_s,
             priority=job.priority,
         )
-        for job in session.scalars(select(Job).where(Job.status.in_([JobStatus.STARTING, JobStatus.RUNNING])))
-        if job.node_id in node_names
+        for job in session.scalars(select(Job).where(Job.status.in_(jobs.ACTIVE)).options(selectinload(Job.parts)))
     )
     queued = list(session.scalars(select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.id)))
     queue = tuple(
@@ -80,10 +120,12 @@ def read(session: Session, now: float) -> Snapshot:
             partition=job.partition or None,
             priority=job.priority,
             time_limit_s=job.time_limit_s,
+            nodes=job.nodes,
         )
         for job in queued
     )
-    state = ClusterState(now=now, nodes=views, running=running, queue=queue)
+    usage = decayed_usage(list(_usage_spans(session, tenant_names, now)), now)
+    state = ClusterState(now=now, nodes=views, running=running, queue=queue, quotas=quotas, usage=usage)
     pending_seen = {job.id: (job.queue_position, tuple(job.pending_reasons or ())) for job in queued}
     return Snapshot(state=state, node_ids={node.name: node.id for node in nodes}, pending_seen=pending_seen)
 
@@ -103,31 +145,38 @@ def _gpus_fit(session: Session, node_id: int, part: AllocatedPart) -> bool:
     return all(held.get(index, 0) + per_index <= WHOLE_GPU for index in part.gpu_indices)
 
 
+def _apply_one(session: Session, snapshot: Snapshot, placement) -> bool:
+    """Write one placement if it still holds against current rows (all its parts or none)."""
+    node_ids = [snapshot.node_ids[part.node] for part in placement.parts]
+    for node_id, part in zip(node_ids, placement.parts):
+        node = session.get(Node, node_id)
+        if node is None or not node.schedulable or not _gpus_fit(session, node_id, part):
+            return False
+    if not jobs.transition(session, placement.job_id, JobStatus.QUEUED, JobStatus.STARTING, queue_position=None,
+                           pending_reasons=[]):
+        return False
+    for rank, (node_id, part) in enumerate(zip(node_ids, placement.parts)):
+        session.add(JobPart(job_id=placement.job_id, rank=rank, node_id=node_id, gpu_indices=list(part.gpu_indices)))
+        per_index = part.gpu_milli // len(part.gpu_indices) if part.gpu_indices else 0
+        session.add_all(GpuAllocation(job_id=placement.job_id, node_id=node_id, gpu_index=index, milli=per_index)
+                        for index in part.gpu_indices)
+    session.flush()
+    return True
+
+
 def apply(session: Session, snapshot: Snapshot, plan: Plan) -> list[int]:
     """Write the plan; return the ids of jobs now Starting. The caller commits."""
     started = []
     for placement in plan.placements:
-        part = placement.parts[0]  # single-node jobs; gang jobs arrive with multi-node submit
-        node_id = snapshot.node_ids[part.node]
-        node = session.get(Node, node_id)
-        if node is None or not node.schedulable:
-            continue
         savepoint = session.begin_nested()
         try:
-            if not _gpus_fit(session, node_id, part):
-                savepoint.rollback()
-                continue
-            if not jobs.transition(session, placement.job_id, JobStatus.QUEUED, JobStatus.STARTING, node_id=node_id,
-                                   gpu_indices=list(part.gpu_indices), queue_position=None, pending_reasons=[]):
-                savepoint.rollback()
-                continue
-            per_index = part.gpu_milli // len(part.gpu_indices) if part.gpu_indices else 0
-            session.add_all(GpuAllocation(job_id=placement.job_id, node_id=node_id, gpu_index=index, milli=per_index)
-                            for index in part.gpu_indices)
-            session.flush()
+            written = _apply_one(session, snapshot, placement)
+        except IntegrityError:  # the unique index caught a whole GPU already held
+            written = False
+        if written:
             savepoint.commit()
             started.append(placement.job_id)
-        except IntegrityError:
+        else:
             savepoint.rollback()
     for pending in plan.pending:
         shown = (pending.position, tuple(pending.reasons))

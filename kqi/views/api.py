@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from kqi import accounts, job_runner, jobs, node_registry
 from kqi.errors import NotFound, ServiceError, error_response
 from kqi.extensions import csrf, db
+from kqi.models import Tenant
 from kqi.storage import LOG_NAME
 from kqi.validation import paging, require_object
 
@@ -95,6 +96,43 @@ def account():
                     "tenant": {"id": p.tenant.id, "name": p.tenant.name}, "role": p.role.value,
                     "tenants": [{"id": m.tenant.id, "name": m.tenant.name, "role": m.role.value}
                                 for m in accounts.memberships_of(db.session, p.user)]})
+
+
+# -- tenants
+
+@blueprint.post("/admin/tenants")
+def create_tenant():
+    require_admin()
+    tenant = accounts.create_tenant(db.session, _body())
+    db.session.commit()
+    response = jsonify(accounts.tenant_dict(tenant))
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_tenant", tenant_id=tenant.id)
+    return response
+
+
+@blueprint.get("/admin/tenants")
+def list_tenants():
+    require_admin()
+    return jsonify({"items": [accounts.tenant_dict(t) for t in accounts.all_tenants(db.session)]})
+
+
+@blueprint.get("/admin/tenants/<int:tenant_id>")
+def get_tenant(tenant_id: int):
+    require_admin()
+    tenant = db.session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound("tenant")
+    return jsonify(accounts.tenant_dict(tenant))
+
+
+@blueprint.put("/admin/tenants/<int:tenant_id>")
+def update_tenant(tenant_id: int):
+    require_admin()
+    tenant = accounts.update_tenant(db.session, tenant_id, _body())
+    db.session.commit()
+    _scheduler().wake()  # a raised quota may let queued jobs start
+    return jsonify(accounts.tenant_dict(tenant))
 
 
 # -- nodes

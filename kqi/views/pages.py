@@ -243,5 +243,8 @@ def node_list(who):
         except ServiceError as exc:
             db.session.rollback()
             error = exc
-    return page("nodes/list.html", "nodes/_table.html", nodes=node_registry.listing(db.session), error=error,
+    # The table's poll gets the table alone; a register post gets the whole page (hx-select="main"), so the
+    # form keeps its inline error and the values typed, and the next poll cannot wipe them.
+    fragment = "nodes/_table.html" if request.method == "GET" else None
+    return page("nodes/list.html", fragment, nodes=node_registry.listing(db.session), error=error,
                 form=form, can_register=who.is_admin), (422 if error else 200)

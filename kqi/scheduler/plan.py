@@ -1,0 +1,324 @@
+"""One planning pass: which queued jobs start now, on which nodes and GPUs, and why the rest wait.
+
+`plan(state, policy)` is a pure function of its frozen input: no clock, no randomness, no I/O.
+Nodes are visited in name order and every sort ends on a name or job id, so the same state (in
+any input order) gives the same plan.
+
+Backfill is EASY-style with one reservation: the first job in queue order that cannot start for
+lack of capacity gets the earliest time its parts fit, computed from the time limits of running
+jobs and of jobs placed earlier in this pass. Later jobs start only if they end (by their own
+time limit) before that time, or if the reserved nodes still hold the reserved job's parts at that
+time with them added. One reservation, not one per job (conservative backfill), because it keeps
+the pass linear in the queue and in published comparisons gives lower mean turnaround; aging in
+the kqi order still guarantees every job becomes that first blocked job eventually.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from kqi.scheduler.fit import (
+    DELAYS_RESERVATION, INVALID_GPU_REQUEST, NODE_UNSCHEDULABLE, TENANT_NOT_ALLOWED, NodeFree,
+    make_part, pick_gpus, reasons_unfit, score, valid_gpu_request)
+from kqi.scheduler.model import (
+    WHOLE_GPU, AllocatedPart, ClusterState, JobRequest, Pending, Placement, Plan, Reservation)
+from kqi.scheduler.order import FairShareOrder, StrictOrder
+
+
+@dataclass(frozen=True)
+class Policy:
+    fair_share: bool  # kqi order (priority, aging, fair share) instead of submit order
+    node_choice: str  # "pack" (MostAllocated score), "first" (by name) or "spread" (least allocated)
+    smart_gpus: bool  # best-fit shares and topology-aware blocks instead of lowest indices
+    backfill: bool  # False: stop at the first job that cannot start
+
+
+POLICIES = {
+    "kqi": Policy(fair_share=True, node_choice="pack", smart_gpus=True, backfill=True),
+    "fifo": Policy(fair_share=False, node_choice="first", smart_gpus=False, backfill=False),
+    "spread": Policy(fair_share=False, node_choice="spread", smart_gpus=False, backfill=False),
+    "backfill": Policy(fair_share=False, node_choice="first", smart_gpus=False, backfill=True),
+}
+
+
+RESMODE = "busy"
+
+
+def plan(state: ClusterState, policy: str = "kqi") -> Plan:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+    return _Pass(state, POLICIES[policy]).run()
+
+
+def _nodes(count: int) -> str:
+    return f"{count} node{'' if count == 1 else 's'}"
+
+
+def _aggregate(counts: Counter, suffix: str = "") -> list[str]:
+    """Per-node reasons as counts, the most common first (ties by text, for determinism)."""
+    return [f"{reason} on {_nodes(n)}{suffix}" for reason, n in sorted(counts.items(), key=lambda rn: (-rn[1], rn[0]))]
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _shape(job: JobRequest) -> tuple:
+    """What decides whether a job fits: jobs with equal shapes fit or fail together."""
+    return (job.cpu_milli, job.memory_mib, job.gpu_milli, job.nodes, job.partition, job.tenant)
+
+
+@dataclass
+class _Reservation:
+    job: JobRequest
+    start_at: float  # math.inf when a needed running job has no time limit
+    shadows: dict[str, NodeFree]  # reserved node -> its free capacity at start_at, in rank order
+
+
+class _Pass:
+    """The mutable scratch state of one plan() call."""
+
+    def __init__(self, state: ClusterState, policy: Policy):
+        self.state = state
+        self.policy = policy
+        self.views = sorted(state.nodes, key=lambda v: v.name)
+        self.idle = {v.name: NodeFree.of(v) for v in self.views}
+        self.free = {name: node.copy() for name, node in self.idle.items()}
+        self.in_use: dict[str, list[int]] = {}  # tenant -> [cpu, memory, gpu] held, for quotas
+        self.ends: list[tuple[float, int, tuple[AllocatedPart, ...]]] = []
+        for job in state.running:
+            end = job.started_at + job.time_limit_s if job.time_limit_s is not None else math.inf
+            self._occupy(job.parts, max(end, state.now))
+            self._hold(job.tenant, job.parts)
+            self.ends.append((max(end, state.now), job.job_id, job.parts))
+        self.placements: list[Placement] = []
+        self.pending: list[Pending] = []
+        self.reservation: _Reservation | None = None
+        self.blocked_by: int | None = None  # strict policies: the job everything waits behind
+        self.generation = 0  # placements so far; a cached failure from an older one may be stale
+        self.failed: dict[tuple, tuple[int, list[str]]] = {}
+        self.eligibility: dict[tuple, tuple[list[NodeFree], list[str]]] = {}
+        self.never: dict[tuple, list[str]] = {}
+
+    def run(self) -> Plan:
+        state = self.state
+        order = (FairShareOrder(state.queue, state.usage, state.now) if self.policy.fair_share
+                 else StrictOrder(state.queue))
+        for position, job in enumerate(order, 1):
+            reasons = self._consider(job)
+            if reasons:
+                self.pending.append(Pending(job.job_id, position, tuple(reasons)))
+            else:
+                order.placed(job)
+        reservations = ()
+        if self.reservation and self.reservation.start_at < math.inf:
+            r = self.reservation
+            reservations = (Reservation(r.job.job_id, r.start_at, tuple(r.shadows)),)
+        return Plan(tuple(self.placements), reservations, tuple(self.pending))
+
+    def _consider(self, job: JobRequest) -> list[str]:
+        """Place `job` now, or return why it waits (never empty when it waits)."""
+        if self.blocked_by is not None:
+            return [f"waiting behind job {self.blocked_by} (strict order)"]
+        reasons = self._quota_reasons(job)
+        if reasons:
+            return reasons
+        eligible, static = self._eligible(job)
+        reasons = self._never_fits(job, eligible, static)
+        if reasons:
+            return reasons
+        guarded = self.reservation is not None and not self._ends_before_reservation(job)
+        key = _shape(job) + (guarded,)
+        cached = self.failed.get(key)
+        if cached and cached[0] == self.generation:
+            return cached[1]
+        parts, reasons = self._try_place(job, eligible, guarded)
+        if parts:
+            self._commit(job, parts)
+            return []
+        reasons = static + reasons
+        self.failed[key] = (self.generation, reasons)
+        if not self.policy.backfill:
+            self.blocked_by = job.job_id
+        elif self.reservation is None:
+            return reasons + [self._reserve(job, eligible)]
+        return reasons
+
+    def _hold(self, tenant: str, parts: tuple[AllocatedPart, ...]) -> None:
+        held = self.in_use.setdefault(tenant, [0, 0, 0])
+        for part in parts:
+            held[0] += part.cpu_milli
+            held[1] += part.memory_mib
+            held[2] += part.gpu_milli
+
+    def _quota_reasons(self, job: JobRequest) -> list[str]:
+        quota = self.state.quotas.get(job.tenant)
+        if quota is None:
+            return []
+        held = self.in_use.get(job.tenant, [0, 0, 0])
+        reasons = []
+        # (name, limit, held, asked, unit size, unit label): shown in cores, GiB and GPUs.
+        for name, limit, used, asked, unit, label in (
+                ("cpu", quota.cpu_milli, held[0], job.cpu_milli, 1000, " cores"),
+                ("memory", quota.memory_mib, held[1], job.memory_mib, 1024, " GiB"),
+                ("gpu", quota.gpu_milli, held[2], job.gpu_milli, WHOLE_GPU, "")):
+            asked *= job.nodes
+            if limit is not None and used + asked > limit:
+                reasons.append(f"tenant {name} quota {_number(used / unit)}/{_number(limit / unit)}{label}"
+                               f" (job needs {_number(asked / unit)})")
+        return reasons
+
+    def _eligible(self, job: JobRequest) -> tuple[list[NodeFree], list[str]]:
+        """Nodes open to the job's partition and tenant, and reasons about the others."""
+        key = (job.partition, job.tenant)
+        if key not in self.eligibility:
+            views = [v for v in self.views if job.partition is None or job.partition in v.labels]
+            counts: Counter = Counter()
+            nodes = []
+            for view in views:
+                if not view.schedulable:
+                    counts[NODE_UNSCHEDULABLE] += 1
+                elif view.tenants is not None and job.tenant not in view.tenants:
+                    counts[TENANT_NOT_ALLOWED] += 1
+                else:
+                    nodes.append(self.free[view.name])
+            static = _aggregate(counts)
+            if not views:
+                static = [f"partition {job.partition} has no nodes" if job.partition else "no nodes"]
+            self.eligibility[key] = (nodes, static)
+        return self.eligibility[key]
+
+    def _never_fits(self, job: JobRequest, eligible: list[NodeFree], static: list[str]) -> list[str]:
+        """Reasons the job cannot start even on idle nodes; such jobs block nobody."""
+        key = _shape(job)
+        if key not in self.never:
+            if not valid_gpu_request(job.gpu_milli):
+                self.never[key] = [f"{INVALID_GPU_REQUEST} {job.gpu_milli}: a share is below "
+                                   f"{WHOLE_GPU}, whole GPUs are multiples of {WHOLE_GPU}"]
+            elif job.nodes < 1:
+                self.never[key] = [f"invalid gang size {job.nodes}"]
+            else:
+                counts: Counter = Counter()
+                hosts = 0
+                for node in eligible:
+                    reasons = reasons_unfit(self.idle[node.name], job)
+                    counts.update(reasons)
+                    hosts += not reasons
+                reasons = []
+                if hosts < job.nodes:
+                    reasons = static + _aggregate(counts, " even when idle")
+                    if job.nodes > 1:
+                        reasons.append(f"gang of {job.nodes} parts, only {_nodes(hosts)} can hold one")
+                self.never[key] = reasons
+        return self.never[key]
+
+    def _ends_before_reservation(self, job: JobRequest) -> bool:
+        return (job.time_limit_s is not None
+                and self.state.now + job.time_limit_s <= self.reservation.start_at)
+
+    def _try_place(self, job: JobRequest, eligible: list[NodeFree], guarded: bool):
+        """(parts, None) when the job fits now, else (None, reasons)."""
+        counts: Counter = Counter()
+        fits: list[tuple[NodeFree, tuple[int, ...]]] = []
+        first_fit = self.policy.node_choice == "first"
+        for node in eligible:
+            reasons = reasons_unfit(node, job)
+            if reasons:
+                counts.update(reasons)
+                continue
+            gpus = pick_gpus(node, job.gpu_milli, self.policy.smart_gpus)
+            if guarded and not self._leaves_room(node, job, gpus):
+                counts[DELAYS_RESERVATION] += 1
+                continue
+            fits.append((node, gpus))
+            if first_fit and len(fits) == job.nodes:
+                break
+        if len(fits) >= job.nodes:
+            return tuple(make_part(node, job, gpus) for node, gpus in self._choose(job, fits)), None
+        waiting = counts.pop(DELAYS_RESERVATION, 0)
+        reasons = _aggregate(counts)
+        if waiting:
+            reasons.append(f"waiting behind reservation for job {self.reservation.job.job_id}")
+        if fits:
+            reasons.append(f"gang of {job.nodes} parts fits on only {_nodes(len(fits))}")
+        return None, reasons
+
+    def _choose(self, job: JobRequest, fits: list[tuple[NodeFree, tuple[int, ...]]]):
+        """The `job.nodes` best fitting nodes, best first (the gang master goes to the best)."""
+        if self.policy.node_choice == "pack":
+            fits = sorted(fits, key=lambda f: tuple(-s for s in score(f[0], job, f[1], self._end(job))) + (f[0].name,))
+        elif self.policy.node_choice == "spread":
+            fits = sorted(fits, key=lambda f: (f[0].allocated_fraction(), f[0].name))
+        return fits[:job.nodes]
+
+    def _leaves_room(self, node: NodeFree, job: JobRequest, gpus: tuple[int, ...]) -> bool:
+        """Whether the reserved job's part still fits on `node` at its start if `job` runs past it."""
+        shadow = self.reservation.shadows.get(node.name)
+        if shadow is None:
+            return True
+        part = make_part(node, job, gpus)
+        shadow.take(part)
+        room = not reasons_unfit(shadow, self.reservation.job)
+        shadow.take(part, -1)
+        return room
+
+    def _occupy(self, parts: tuple[AllocatedPart, ...], end: float) -> None:
+        for part in parts:
+            node = self.free.get(part.node)
+            if node is not None:  # a part on a node that left the cluster frees nothing
+                node.take(part)
+                node.drain_at = max(node.drain_at, end)
+
+    def _end(self, job: JobRequest) -> float:
+        return self.state.now + job.time_limit_s if job.time_limit_s is not None else math.inf
+
+    def _commit(self, job: JobRequest, parts: tuple[AllocatedPart, ...]) -> None:
+        self._occupy(parts, self._end(job))
+        self._hold(job.tenant, parts)
+        self.placements.append(Placement(job.job_id, parts))
+        self.generation += 1
+        self.ends.append((self._end(job), job.job_id, parts))
+        if self.reservation and not self._ends_before_reservation(job):
+            for part in parts:
+                if part.node in self.reservation.shadows:
+                    self.reservation.shadows[part.node].take(part)
+
+    def _reserve(self, job: JobRequest, eligible: list[NodeFree]) -> str:
+        """Reserve the earliest time and nodes the job fits, releasing jobs as their limits end."""
+        future = {node.name: node.copy() for node in eligible}
+        fitting = {name for name, node in future.items() if not reasons_unfit(node, job)}
+        start_at = self.state.now
+        events = sorted(self.ends, key=lambda e: (e[0], e[1]))
+        i = 0
+        while len(fitting) < job.nodes and i < len(events):
+            start_at = events[i][0]
+            touched = set()
+            while i < len(events) and events[i][0] == start_at:
+                for part in events[i][2]:
+                    if part.node in future:
+                        future[part.node].take(part, -1)
+                        touched.add(part.node)
+                i += 1
+            fitting.update(name for name in touched if not reasons_unfit(future[name], job))
+        fits = [(future[name], pick_gpus(future[name], job.gpu_milli, self.policy.smart_gpus))
+                for name in sorted(fitting)]
+        if RESMODE == "busy" and self.policy.node_choice == "pack":
+            fits.sort(key=lambda f: (-self.free[f[0].name].allocated_fraction(), f[0].name))
+            chosen = fits[:job.nodes]
+        else:
+            chosen = self._choose(job, fits)
+        shadows = {node.name: node for node, _ in chosen}
+        self.reservation = _Reservation(job, start_at, shadows)
+        where = ", ".join(shadows)
+        if start_at == math.inf:
+            return f"reserved {where} (start unknown: running jobs there have no time limit)"
+        return f"reserved {where} to start in {_duration(start_at - self.state.now)}"
