@@ -67,6 +67,8 @@ class SchedulerService:
     def wake(self) -> None:
         """Run a tick now (or right after the one in progress)."""
         self._wake.set()
+        if self._lock.locked():
+            return  # the tick in progress sees the flag and runs once more
         if self._scheduler is not None:
             try:
                 self._scheduler.modify_job(TICK_JOB, next_run_time=datetime.now(timezone.utc))

@@ -53,6 +53,12 @@ def member_page(view):
     return wrapped
 
 
+@blueprint.app_template_filter("num")
+def number(value) -> str:
+    """2.0 -> "2", 0.25 -> "0.25", 15.999 -> "16": amounts read as people write them."""
+    return f"{round(float(value), 2):g}"
+
+
 @blueprint.app_context_processor
 def inject_principal():
     if current_user.is_authenticated:
@@ -234,7 +240,7 @@ def node_list(who):
     if request.method == "POST":
         if not who.is_admin:
             abort(403)
-        body = {k: form.get(k, "").strip() for k in ("name", "url", "gpus", "partition")}
+        body = {k: form.get(k, "").strip() for k in ("name", "url", "gpus", "partition", "address")}
         try:
             node_registry.register(db.session, {k: v for k, v in body.items() if v},
                                    timeout_s=current_app.config["KQI"]["docker_timeout_s"])
