@@ -19,7 +19,7 @@ from kqi.config import ConfigError
 
 def migrate(app) -> None:
     with app.app_context():
-        upgrade(directory=app.extensions["migrate"].directory)
+        upgrade(directory=app.extensions["migrate"].directory, revision="heads")
 
 
 def create_admin(app) -> None:

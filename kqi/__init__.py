@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from kqi import config as kqi_config
+from kqi import crypto
 from kqi.extensions import csrf, db, login_manager, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["WTF_CSRF_TIME_LIMIT"] = None  # tied to the session instead of a clock
+
+    app.extensions[crypto.EXTENSION] = crypto.SecretBox(
+        settings["encryption_key"] or _instance_secret(instance, "encryption_key", crypto.new_key)
+    )
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))

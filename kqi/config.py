@@ -17,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "instance": "instance",  # database, stored files, generated secrets
     "database_url": "",  # empty: SQLite in the instance folder
     "secret_key": "",  # empty: generated once and kept in the instance folder
+    "encryption_key": "",  # Fernet key for secrets at rest; empty: generated once into the instance folder
     "token_ttl_hours": 24 * 7,
     "scheduler_enabled": True,
     "scheduler_interval_s": 2.0,  # fallback only: a submit wakes the loop at once

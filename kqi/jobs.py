@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session

@@ -34,7 +34,7 @@ def make_app(tmp_path, database_url: str = "", **overrides):
     app = create_app(settings)
     app.config["TESTING"] = True
     with app.app_context():
-        upgrade(directory=app.extensions["migrate"].directory)
+        upgrade(directory=app.extensions["migrate"].directory, revision="heads")
     return app
 
 

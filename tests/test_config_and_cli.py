@@ -76,3 +76,17 @@ def test_run_command_migrates_creates_admin_and_serves(tmp_path):
     second = subprocess.run([sys.executable, "kqi_app.py", "create-admin"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=60)
     assert second.returncode == 0 and "password" not in second.stdout
+
+
+def test_secrets_are_sealed_with_the_instance_key(sqlite_app):
+    from kqi import crypto
+
+    with sqlite_app.app_context():
+        box = crypto.box()
+        sealed = box.seal("ghp_token-value")
+        assert "ghp_token-value" not in sealed and box.unseal(sealed) == "ghp_token-value"
+        other = crypto.SecretBox(crypto.new_key())
+        with pytest.raises(ValueError, match="encryption key"):
+            other.unseal(sealed)
+    key_file = sqlite_app.instance_path + "/encryption_key"
+    assert oct(os.stat(key_file).st_mode & 0o777) == "0o600"

@@ -1,104 +1,18 @@
-"""The HTMX pages. A route returns the whole page, or only its fragment for an HTMX request."""
+"""Training pages: list, submit form, detail with live status, log and output files, halt."""
 from __future__ import annotations
 
 import io
-from functools import wraps
 
-from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
-                   send_file, session, url_for)
-from flask_login import current_user, login_required, login_user, logout_user
+from flask import Response, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
-from kqi import accounts, job_runner, jobs, node_registry
+from kqi import job_runner, jobs
 from kqi.errors import ServiceError
-from kqi.extensions import db, login_manager
-from kqi.models import JobStatus, User
+from kqi.extensions import db
+from kqi.models import JobStatus
 from kqi.storage import LOG_NAME
 from kqi.validation import paging
+from kqi.views.pages import STOP_POLLING, blueprint, member_page, page, scheduler
 
-blueprint = Blueprint("pages", __name__)
-STOP_POLLING = 286  # htmx stops an hx-trigger="every ..." poll on this status
-
-
-@login_manager.user_loader
-def load_user(user_id: str):
-    return db.session.get(User, int(user_id))
-
-
-login_manager.login_view = "pages.login"
-
-
-def principal() -> accounts.Principal:
-    """The logged-in user in the tenant chosen at login."""
-    try:
-        return accounts.principal_in(db.session, current_user, session.get("tenant"))
-    except ServiceError:
-        logout_user()
-        abort(403)
-
-
-def page(template: str, fragment: str | None = None, **context) -> Response:
-    """The full page, or just `fragment` when htmx asks (Vary keeps caches apart)."""
-    name = fragment if fragment and request.headers.get("HX-Request") else template
-    response = current_app.make_response(render_template(name, **context))
-    response.headers["Vary"] = "HX-Request"
-    return response
-
-
-def member_page(view):
-    @wraps(view)
-    @login_required
-    def wrapped(*args, **kwargs):
-        return view(principal(), *args, **kwargs)
-
-    return wrapped
-
-
-@blueprint.app_template_filter("num")
-def number(value) -> str:
-    """2.0 -> "2", 0.25 -> "0.25", 15.999 -> "16": amounts read as people write them."""
-    return f"{round(float(value), 2):g}"
-
-
-@blueprint.app_context_processor
-def inject_principal():
-    if current_user.is_authenticated:
-        return {"principal": principal()}
-    return {}
-
-
-# -- login
-
-@blueprint.route("/login", methods=["GET", "POST"])
-def login():
-    error = None
-    form = request.form
-    if request.method == "POST":
-        try:
-            who = accounts.authenticate(db.session, form.get("username", ""), form.get("password", ""),
-                                        form.get("tenant") or None)
-        except ServiceError as exc:
-            error = exc.message
-        else:
-            login_user(who.user)
-            session["tenant"] = who.tenant.name
-            target = request.args.get("next", "")
-            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("pages.training_list"))
-    return render_template("login.html", error=error, form=form), (401 if error else 200)
-
-
-@blueprint.post("/logout")
-def logout():
-    logout_user()
-    session.clear()
-    return redirect(url_for("pages.login"))
-
-
-@blueprint.get("/")
-def home():
-    return redirect(url_for("pages.training_list"))
-
-
-# -- training
 
 @blueprint.get("/training")
 @member_page
@@ -143,7 +57,7 @@ def training_new(who):
             db.session.rollback()
             error = exc
         else:
-            current_app.extensions["kqi_scheduler"].wake()
+            scheduler().wake()
             target = url_for("pages.training_detail", job_id=job.id)
             if request.headers.get("HX-Request"):
                 return Response(status=204, headers={"HX-Redirect": target})
@@ -160,7 +74,7 @@ def _job(who, job_id: int):
 
 
 def _ctx():
-    return current_app.extensions["kqi_scheduler"].run_context()
+    return scheduler().run_context()
 
 
 @blueprint.get("/training/<int:job_id>")
@@ -226,31 +140,5 @@ def training_halt(who, job_id: int):
         db.session.rollback()
         flash(exc.message)
         job = _job(who, job_id)
-    current_app.extensions["kqi_scheduler"].wake()
+    scheduler().wake()
     return render_template("training/_status.html", job=job)
-
-
-# -- nodes
-
-@blueprint.route("/nodes", methods=["GET", "POST"])
-@member_page
-def node_list(who):
-    error = None
-    form = request.form
-    if request.method == "POST":
-        if not who.is_admin:
-            abort(403)
-        body = {k: form.get(k, "").strip() for k in ("name", "url", "gpus", "partition", "address")}
-        try:
-            node_registry.register(db.session, {k: v for k, v in body.items() if v},
-                                   timeout_s=current_app.config["KQI"]["docker_timeout_s"])
-            db.session.commit()
-            form = {}
-        except ServiceError as exc:
-            db.session.rollback()
-            error = exc
-    # The table's poll gets the table alone; a register post gets the whole page (hx-select="main"), so the
-    # form keeps its inline error and the values typed, and the next poll cannot wipe them.
-    fragment = "nodes/_table.html" if request.method == "GET" else None
-    return page("nodes/list.html", fragment, nodes=node_registry.listing(db.session), error=error,
-                form=form, can_register=who.is_admin), (422 if error else 200)

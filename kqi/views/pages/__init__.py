@@ -1,0 +1,104 @@
+"""The HTMX pages. A route returns the whole page, or only its fragment for an HTMX request.
+
+One blueprint; each area adds its pages from its own module (imported at the end)."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from kqi import accounts
+from kqi.errors import ServiceError
+from kqi.extensions import db, login_manager
+from kqi.models import User
+
+blueprint = Blueprint("pages", __name__)
+STOP_POLLING = 286  # htmx stops an hx-trigger="every ..." poll on this status
+
+
+@login_manager.user_loader
+def load_user(user_id: str):
+    return db.session.get(User, int(user_id))
+
+
+login_manager.login_view = "pages.login"
+
+
+def principal() -> accounts.Principal:
+    """The logged-in user in the tenant chosen at login."""
+    try:
+        return accounts.principal_in(db.session, current_user, session.get("tenant"))
+    except ServiceError:
+        logout_user()
+        abort(403)
+
+
+def page(template: str, fragment: str | None = None, **context) -> Response:
+    """The full page, or just `fragment` when htmx asks (Vary keeps caches apart)."""
+    name = fragment if fragment and request.headers.get("HX-Request") else template
+    response = current_app.make_response(render_template(name, **context))
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+def scheduler():
+    return current_app.extensions["kqi_scheduler"]
+
+
+def member_page(view):
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        return view(principal(), *args, **kwargs)
+
+    return wrapped
+
+
+@blueprint.app_template_filter("num")
+def number(value) -> str:
+    """2.0 -> "2", 0.25 -> "0.25", 15.999 -> "16": amounts read as people write them."""
+    return f"{round(float(value), 2):g}"
+
+
+@blueprint.app_context_processor
+def inject_principal():
+    if current_user.is_authenticated:
+        return {"principal": principal()}
+    return {}
+
+
+# -- login
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login():
+    error = None
+    form = request.form
+    if request.method == "POST":
+        try:
+            who = accounts.authenticate(db.session, form.get("username", ""), form.get("password", ""),
+                                        form.get("tenant") or None)
+        except ServiceError as exc:
+            error = exc.message
+        else:
+            login_user(who.user)
+            session["tenant"] = who.tenant.name
+            target = request.args.get("next", "")
+            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("pages.training_list"))
+    return render_template("login.html", error=error, form=form), (401 if error else 200)
+
+
+@blueprint.post("/logout")
+def logout():
+    logout_user()
+    session.clear()
+    return redirect(url_for("pages.login"))
+
+
+@blueprint.get("/")
+def home():
+    return redirect(url_for("pages.training_list"))
+
+
+
+from kqi.views.pages import nodes, training  # noqa: E402,F401  (register their pages)
