@@ -168,9 +168,6 @@ def _tightest_run(indices: list[int], count: int) -> tuple[int, ...]:
     return tuple(min(fitting, key=lambda r: (len(r), r[0]))[:count])
 
 
-MODE = "v1"
-
-
 def score(node: NodeFree, req: JobRequest, gpus: tuple[int, ...], end: float) -> tuple[float, ...]:
     """MostAllocated-style score of placing one part of `req` on `gpus` of `node`; higher is better.
 
@@ -190,11 +187,7 @@ def score(node: NodeFree, req: JobRequest, gpus: tuple[int, ...], end: float) ->
     memory_after = (1 - (node.memory_mib - req.memory_mib) / node.memory_capacity
                     if node.memory_capacity else 1.0)
     extension = 0.0 if end <= node.drain_at else end - node.drain_at
-    if MODE == "v1":
-        return (-leftover / WHOLE_GPU, -extension, gpu_after, (cpu_after + memory_after) / 2)
-    if MODE == "v2":
-        return (-leftover / WHOLE_GPU, gpu_after, -extension, (cpu_after + memory_after) / 2)
-    return (-leftover / WHOLE_GPU, gpu_after, (cpu_after + memory_after) / 2)
+    return (-leftover / WHOLE_GPU, -extension, gpu_after, (cpu_after + memory_after) / 2)
 
 
 def make_part(node: NodeFree, req: JobRequest, gpus: tuple[int, ...]) -> AllocatedPart:

@@ -6,7 +6,7 @@ tenant that just got GPUs yields the next turn to a tenant that used less.
 from __future__ import annotations
 
 import heapq
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from kqi.scheduler.model import WHOLE_GPU, JobRequest
 
@@ -27,6 +27,19 @@ def submit_key(job: JobRequest) -> tuple[float, int]:
 
 def effective_priority(job: JobRequest, now: float) -> int:
     return job.priority + int(max(0.0, now - job.submit_time) // AGING_STEP_S)
+
+
+def response_ratio(job: JobRequest, now: float) -> float:
+    """(wait + time limit) / time limit: short jobs rise fast, long ones still rise as they wait.
+    A job without a limit gets 1, the lowest: it can never end before a reservation anyway."""
+    if job.time_limit_s is None:
+        return 1.0
+    return (max(0.0, now - job.submit_time) + job.time_limit_s) / max(job.time_limit_s, 1.0)
+
+
+def backfill_key(job: JobRequest, now: float) -> tuple[int, float]:
+    """Order of the jobs behind a reservation in kqi: explicit priority, then response ratio."""
+    return (-job.priority, -response_ratio(job, now))
 
 
 def charge(job: JobRequest) -> float:

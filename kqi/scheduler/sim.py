@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kqi.scheduler.model import WHOLE_GPU, ClusterState, GpuView, JobRequest, NodeView, RunningJob
+from kqi.scheduler.model import (
+    WHOLE_GPU,
+    ClusterState,
+    GpuView,
+    JobRequest,
+    NodeView,
+    RunningJob,
+)
 from kqi.scheduler.plan import POLICIES, plan
 from kqi.scheduler.workload import generate
 

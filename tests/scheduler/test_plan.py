@@ -1,0 +1,176 @@
+"""plan() on small clusters, table-driven with literal expected placements and reasons.
+
+Nodes default to 32 cores, 256 GiB and 8 GPUs (builders.node); `now` is 1000 unless a case says.
+"""
+from __future__ import annotations
+
+import pytest
+
+from kqi.scheduler.model import Quota, Reservation
+from kqi.scheduler.plan import plan
+from tests.scheduler.builders import job, node, part, running, state
+
+
+def placed(result):
+    """{job_id: ((node, gpu indices), ...)} in rank order."""
+    return {p.job_id: tuple((x.node, x.gpu_indices) for x in p.parts) for p in result.placements}
+
+
+def waiting(result):
+    """{job_id: (position, reasons)}"""
+    return {p.job_id: (p.position, p.reasons) for p in result.pending}
+
+
+# a: idle; b: GPUs 0-5 used (2 free).
+PACKING = state([node("a"), node("b")], [job(1, gpu=1000)], [running(9, part("b", (0, 1, 2, 3, 4, 5)))])
+# GPU 0 has 700 free, GPU 1 has 400 free; the other six are busy.
+SHARES = state([node("a", busy=(2, 3, 4, 5, 6, 7))], [job(1, gpu=400)],
+               [running(9, part("a", (0,), gpu=300)), running(8, part("a", (1,), gpu=600))])
+
+
+@pytest.mark.parametrize("name, cluster, policy, expected", [
+    # kqi packs: b ends 7/8 GPUs used, a would end 1/8 -> b, first free index 6.
+    ("kqi packs", PACKING, "kqi", {1: (("b", (6,)),)}),
+    # fifo and backfill take the first node by name that fits, at its lowest free index.
+    ("fifo first fit", PACKING, "fifo", {1: (("a", (0,)),)}),
+    ("backfill first fit", PACKING, "backfill", {1: (("a", (0,)),)}),
+    # spread: a is 1/24 allocated (1 cpu + 1 GiB only from nothing) vs b's 6/8 GPUs -> a.
+    ("spread least allocated", PACKING, "spread", {1: (("a", (0,)),)}),
+    # a 400 share: best fit is GPU 1 (400 free -> 0 left); first fit is GPU 0 (lowest index).
+    ("kqi best-fit share", SHARES, "kqi", {1: (("a", (1,)),)}),
+    ("fifo first-fit share", SHARES, "fifo", {1: (("a", (0,)),)}),
+])
+def test_node_and_gpu_choice(name, cluster, policy, expected):
+    assert placed(plan(cluster, policy)) == expected
+
+
+def test_two_shares_share_one_gpu_and_whole_gpu_avoids_it():
+    # 2 x 500 fill GPU 0 exactly (500 + 500 = 1000); the whole GPU goes to GPU 1, not to a shared one.
+    result = plan(state([node("a", gpus=2)], [job(1, gpu=500), job(2, gpu=500), job(3, gpu=1000)]))
+    assert placed(result) == {1: (("a", (0,)),), 2: (("a", (0,)),), 3: (("a", (1,)),)}
+
+
+def test_constraints():
+    nodes = [node("a", labels=("a100",)), node("b", tenants=("x",)), node("c", schedulable=False)]
+    queue = [job(1, partition="a100", gpu=1000), job(2, partition="h100"), job(3, tenant="x", gpu=8000),
+             job(4, tenant="y", gpu=8000)]
+    result = plan(state(nodes, queue))
+    # 1 -> the only a100 node; 3 -> b (only x may use it); 4: a is left with 7 GPUs, b is closed
+    # to y, c is unschedulable. Fair share orders 1 (t), 3 (x), then 4 (y, still unused) before
+    # t's second job 2; job 4 holds the reservation on a, whose GPU job 1 has no time limit.
+    assert placed(result) == {1: (("a", (0,)),), 3: (("b", tuple(range(8))),)}
+    assert waiting(result) == {
+        2: (4, ("partition h100 has no nodes",)),
+        4: (3, ("node closed to tenant on 1 node", "node unschedulable on 1 node",
+                "insufficient gpus on 1 node", "reserved a (start unknown: running jobs there have no time limit)")),
+    }
+
+
+def test_quota_counts_running_and_this_plan():
+    # tenant t may hold 4 GPUs and holds 2 running: job 1 (1 GPU) brings it to 3, job 2 (2 GPUs)
+    # would make 5 > 4 and waits, job 3 (1 GPU) makes exactly 4.
+    cluster = state([node("a")], [job(1, gpu=1000), job(2, gpu=2000), job(3, gpu=1000)],
+                    [running(9, part("a", (0, 1)))], quotas={"t": Quota(gpu_milli=4000)})
+    result = plan(cluster)
+    assert placed(result) == {1: (("a", (2,)),), 3: (("a", (3,)),)}
+    assert waiting(result) == {2: (2, ("tenant gpu quota 3/4 (job needs 2)",))}
+
+
+def test_quota_cpu_and_memory_units():
+    cluster = state([node("a")], [job(1, cpu=12, memory_gib=100)],
+                    quotas={"t": Quota(cpu_milli=8000, memory_mib=64 * 1024)})
+    assert waiting(plan(cluster)) == {1: (1, ("tenant cpu quota 0/8 cores (job needs 12)",
+                                              "tenant memory quota 0/64 GiB (job needs 100)"))}
+
+
+def test_gang_all_parts_on_distinct_nodes_in_rank_order():
+    # a is full; b has 4 used, c idle. kqi packs: rank 0 on b (ends 8/8), rank 1 on c.
+    cluster = state([node("a"), node("b"), node("c")], [job(1, gpu=4000, nodes=2)],
+                    [running(9, part("a", tuple(range(8)))), running(8, part("b", (0, 1, 2, 3)))])
+    assert placed(plan(cluster)) == {1: (("b", (4, 5, 6, 7)), ("c", (0, 1, 2, 3)))}
+
+
+def test_gang_none_when_one_part_short():
+    # 3 parts but only b and c have 4 GPUs free: nothing is placed.
+    cluster = state([node("a"), node("b"), node("c")], [job(1, gpu=4000, nodes=3)],
+                    [running(9, part("a", tuple(range(8)), cpu=0, memory_gib=0))])
+    result = plan(cluster, "fifo")
+    assert placed(result) == {}
+    assert waiting(result) == {1: (1, ("insufficient gpus on 1 node", "gang of 3 parts fits on only 2 nodes"))}
+
+
+@pytest.mark.parametrize("policy, job_2_reasons", [
+    # backfill tries job 2 before job 3 (submit order): it fits now only on a, where it would
+    # leave 6 < 8 GPUs at 100, so it waits behind the reservation.
+    ("backfill", ("insufficient gpus on 1 node", "waiting behind reservation for job 1")),
+    # kqi tries job 3 first (response ratio (10 - 3 + 50) / 50 = 1.14 beats job 2's
+    # (10 - 2 + 200) / 200 = 1.04), which takes a's last 2 GPUs: job 2 finds no GPUs at all.
+    ("kqi", ("insufficient gpus on 2 nodes",)),
+])
+def test_easy_backfill_protects_the_reservation(policy, job_2_reasons):
+    # now = 10. a: 6 GPUs held until 0 + 100 = 100; b: 8 GPUs held with no time limit.
+    # job 1 (8 GPUs) is the head: reserved on a at 100.
+    # job 2 (2 GPUs, limit 200 -> ends 210 > 100) would delay it on a.
+    # job 3 (2 GPUs, limit 50 -> ends 60 <= 100) is backfilled on a.
+    # job 4 (2 GPUs, no limit) can never be backfilled past the reservation on a.
+    cluster = state([node("a"), node("b")],
+                    [job(1, gpu=8000), job(2, gpu=2000, limit=200), job(3, gpu=2000, limit=50), job(4, gpu=2000)],
+                    [running(9, part("a", (0, 1, 2, 3, 4, 5)), started=0, limit=100),
+                     running(8, part("b", tuple(range(8))))], now=10)
+    result = plan(cluster, policy)
+    assert placed(result) == {3: (("a", (6, 7)),)}
+    assert result.reservations == (Reservation(1, 100, ("a",)),)
+    assert waiting(result) == {
+        1: (1, ("insufficient gpus on 2 nodes", "reserved a to start in 90 s")),
+        2: (2, job_2_reasons),
+        4: (4, ("insufficient gpus on 2 nodes",)),
+    }
+
+
+def test_backfill_beside_reservation_uses_what_it_does_not_need():
+    # a: 4 GPUs held until 100; head job 1 wants 4 GPUs + 30 cores, reserved on a at 100 (a has
+    # 4 GPUs free now but only 32 - 4 = 28 cores). Job 2 (no limit, 2 GPUs, 1 core) fits beside it:
+    # at 100 a has 8 - 2 = 6 GPUs and 32 - 1 = 31 cores, enough for job 1.
+    cluster = state([node("a")], [job(1, gpu=4000, cpu=30), job(2, gpu=2000)],
+                    [running(9, part("a", (0, 1, 2, 3), cpu=4), started=0, limit=100)], now=10)
+    result = plan(cluster)
+    assert placed(result) == {2: (("a", (4, 5)),)}
+    assert result.reservations == (Reservation(1, 100, ("a",)),)
+
+
+def test_strict_policies_stop_at_first_blocked_job():
+    cluster = state([node("a")], [job(1, gpu=8000), job(2, gpu=1000)], [running(9, part("a", (0,)))])
+    for policy in ("fifo", "spread"):
+        assert waiting(plan(cluster, policy))[2] == (2, ("waiting behind job 1 (strict order)",))
+
+
+def test_job_that_never_fits_blocks_nobody():
+    # 64 cores on 32-core nodes can never start, so even fifo goes on to job 2.
+    result = plan(state([node("a")], [job(1, cpu=64), job(2, gpu=1000)]), "fifo")
+    assert placed(result) == {2: (("a", (0,)),)}
+    assert waiting(result) == {1: (1, ("insufficient cpu on 1 node even when idle",))}
+
+
+def test_order_priority_fair_share_aging():
+    # now = 10,000. Job 1 (priority 1) first. Job 2 (tenant heavy) and job 3 (tenant light) have
+    # equal effective priority 0 + 0 hours waited: light's lower usage wins although submitted
+    # later. Job 4 waited 10,000 s = 2 whole hours -> effective priority 2, ahead of everyone.
+    queue = [job(1, priority=1, submit=9000), job(2, tenant="heavy", submit=9500),
+             job(3, tenant="light", submit=9600), job(4, submit=0)]
+    cluster = state([node("a", gpus=0, cpu=0)], queue, now=10_000, usage={"heavy": 100.0, "light": 1.0})
+    assert [p.job_id for p in sorted(plan(cluster).pending, key=lambda p: p.position)] == [4, 1, 3, 2]
+    assert [p.job_id for p in sorted(plan(cluster, "fifo").pending, key=lambda p: p.position)] == [4, 1, 2, 3]
+
+
+def test_fair_share_grows_within_the_pass():
+    # Both tenants start at usage 0; a and b alternate: a's first placement charges it
+    # 1 GPU x 3600 s (no limit), so b's job is next, and so on.
+    queue = [job(1, tenant="a", gpu=1000), job(2, tenant="a", gpu=1000), job(3, tenant="b", gpu=1000),
+             job(4, tenant="b", gpu=1000)]
+    result = plan(state([node("n")], queue))
+    assert [p.job_id for p in result.placements] == [1, 3, 2, 4]
+
+
+def test_unknown_policy():
+    with pytest.raises(ValueError, match="unknown policy"):
+        plan(state([node("a")]), "random")

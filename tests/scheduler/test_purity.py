@@ -1,0 +1,26 @@
+"""The placement core imports nothing impure: no web, database, Docker, clock or randomness."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+CORE = ("plan.py", "fit.py", "order.py", "model.py")
+ALLOWED = {"__future__", "collections", "collections.abc", "dataclasses", "heapq", "math", "typing", "kqi.scheduler.fit",
+           "kqi.scheduler.model", "kqi.scheduler.order"}
+FORBIDDEN_NAMES = {"now", "utcnow", "today", "time", "perf_counter", "monotonic", "random", "getenv"}
+
+
+@pytest.mark.parametrize("filename", CORE)
+def test_core_module_imports_only_pure_modules(filename):
+    tree = ast.parse((Path(__file__).parents[2] / "kqi" / "scheduler" / filename).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    assert imported <= ALLOWED, imported - ALLOWED
+    calls = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    assert not calls & FORBIDDEN_NAMES
