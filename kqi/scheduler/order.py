@@ -6,6 +6,7 @@ tenant that just got GPUs yields the next turn to a tenant that used less.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterator, Mapping
 
 from kqi.scheduler.model import WHOLE_GPU, JobRequest
@@ -37,9 +38,41 @@ def response_ratio(job: JobRequest, now: float) -> float:
     return (max(0.0, now - job.submit_time) + job.time_limit_s) / max(job.time_limit_s, 1.0)
 
 
-def backfill_key(job: JobRequest, now: float) -> tuple[int, float]:
-    """Order of the jobs behind a reservation in kqi: explicit priority, then response ratio."""
-    return (-job.priority, -response_ratio(job, now))
+def backlog_seconds(queue, nodes) -> float:
+    """How long the queue would keep the whole cluster busy if every job ran to its time limit:
+    for cpu, memory and GPUs, the sum of (per-part request x parts x time limit) over the queued
+    jobs with a limit, divided by the cluster's capacity; the largest of the three (the
+    bottleneck resource). O(queue + nodes)."""
+    capacity = [0, 0, 0]
+    for node in nodes:
+        capacity[0] += node.cpu_milli
+        capacity[1] += node.memory_mib
+        capacity[2] += WHOLE_GPU * sum(1 for g in node.gpus if not g.busy)
+    work = [0.0, 0.0, 0.0]
+    for job in queue:
+        if job.time_limit_s is not None:
+            seconds = job.time_limit_s * job.nodes
+            work[0] += job.cpu_milli * seconds
+            work[1] += job.memory_mib * seconds
+            work[2] += job.gpu_milli * seconds
+    return max((w / c for w, c in zip(work, capacity) if c), default=0.0)
+
+
+def long_first(job: JobRequest, now: float, backlog: float, length_factor: float, wait_factor: float) -> bool:
+    """A job that sets the makespan: its limit is at least `length_factor` x the backlog (it would
+    still run long after the rest of the queue is done, so every second it waits is a second
+    added to the last end), and it has waited at least `wait_factor` x the backlog (so the short
+    jobs of a burst are not all pushed back by a long job that just arrived)."""
+    return (job.time_limit_s is not None and job.time_limit_s >= length_factor * backlog
+            and now - job.submit_time >= wait_factor * backlog)
+
+
+def backfill_key(job: JobRequest, now: float, backlog: float = math.inf, length_factor: float = math.inf,
+                 wait_factor: float = 0.0) -> tuple[int, int, float, float]:
+    """Order of the jobs behind the reservations in kqi: explicit priority; then jobs that set
+    the makespan (long_first), longest first; then highest response ratio."""
+    first = long_first(job, now, backlog, length_factor, wait_factor)
+    return (-job.priority, 0 if first else 1, -job.time_limit_s if first else 0.0, -response_ratio(job, now))
 
 
 def charge(job: JobRequest) -> float:

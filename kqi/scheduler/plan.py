@@ -4,19 +4,20 @@
 Nodes are visited in name order and every sort ends on a name or job id, so the same state (in
 any input order) gives the same plan.
 
-Backfill is EASY-style with one reservation: the first job in queue order that cannot start for
-lack of capacity gets the earliest time its parts fit, computed from the time limits of running
-jobs and of jobs placed earlier in this pass. Later jobs start only if they end (by their own
-time limit) before that time, or if the reserved nodes still hold the reserved job's parts at that
-time with them added. One reservation, not one per job (conservative backfill), because it keeps
-the pass linear in the queue and usually gives lower mean turnaround; aging in
-the kqi order still guarantees every job becomes that first blocked job eventually.
+Backfill is EASY-style: the first job in queue order that cannot start for lack of capacity gets
+the earliest time its parts fit, computed from the time limits of running jobs and of jobs placed
+earlier in this pass. Later jobs start only if they end (by their own time limit) before that
+time, or if the reserved nodes still hold the reserved job's parts at that time with them added.
+The `backfill` baseline keeps exactly one reservation (textbook EASY). kqi keeps two: the second
+blocked job in kqi order is reserved too, at the earliest time it fits with the first reserved
+job held on its nodes from now until that job's own end (start + time limit), and backfill must
+delay neither. Two, not one per job (conservative backfill), keeps the pass linear in the queue.
 
-Behind the reservation the baselines try the remaining jobs in submit order; kqi tries them by
-explicit priority, then highest response ratio (order.backfill_key). Who gets the reservation is
-still decided by the full kqi order, so fair share and aging bound every job's wait, while the
-holes around the reservation go to the jobs whose wait is largest relative to their length. On
-the openb trace this cut mean JCT by about a third against submit-order backfill (docs/scheduler.md).
+Behind the reservations the baseline tries the remaining jobs in submit order; kqi tries them by
+explicit priority, then jobs that set the makespan (time limit >= 1.5 x the queue's backlog, after
+waiting >= 0.5 x the backlog; longest first), then highest response ratio (order.backfill_key).
+Who gets the reservations is still decided by the full kqi order, so fair share and aging bound
+every job's wait (docs/scheduler.md has the measurements).
 """
 from __future__ import annotations
 
@@ -46,7 +47,12 @@ from kqi.scheduler.model import (
     Plan,
     Reservation,
 )
-from kqi.scheduler.order import FairShareOrder, StrictOrder, backfill_key
+from kqi.scheduler.order import (
+    FairShareOrder,
+    StrictOrder,
+    backfill_key,
+    backlog_seconds,
+)
 
 
 @dataclass(frozen=True)
@@ -56,10 +62,16 @@ class Policy:
     smart_gpus: bool  # best-fit shares and topology-aware blocks instead of lowest indices
     backfill: bool  # False: stop at the first job that cannot start
     response_ratio_backfill: bool = False  # behind a reservation: highest response ratio first
+    reservations: int = 1  # how many blocked jobs (in queue order) get a reservation
+    # Behind the reservations, a job whose time limit is at least long_first[0] x the queue's
+    # backlog and that has waited at least long_first[1] x the backlog is tried first, longest
+    # first (order.backfill_key). None: never.
+    long_first: tuple[float, float] | None = None
 
 
 POLICIES = {
-    "kqi": Policy(fair_share=True, node_choice="pack", smart_gpus=True, backfill=True, response_ratio_backfill=True),
+    "kqi": Policy(fair_share=True, node_choice="pack", smart_gpus=True, backfill=True, response_ratio_backfill=True,
+                  reservations=2, long_first=(1.5, 0.5)),
     "fifo": Policy(fair_share=False, node_choice="first", smart_gpus=False, backfill=False),
     "spread": Policy(fair_share=False, node_choice="spread", smart_gpus=False, backfill=False),
     "backfill": Policy(fair_share=False, node_choice="first", smart_gpus=False, backfill=True),
@@ -103,6 +115,7 @@ class _Reservation:
     job: JobRequest
     start_at: float  # math.inf when a needed running job has no time limit
     shadows: dict[str, NodeFree]  # reserved node -> its free capacity at start_at, in rank order
+    holds: dict[str, list[AllocatedPart]]  # reserved node -> parts of other reservations still there
 
 
 class _Pass:
@@ -123,7 +136,7 @@ class _Pass:
             self.ends.append((max(end, state.now), job.job_id, job.parts))
         self.placements: list[Placement] = []
         self.pending: list[Pending] = []
-        self.reservation: _Reservation | None = None
+        self.reservations: list[_Reservation] = []
         self.blocked_by: int | None = None  # strict policies: the job everything waits behind
         self.generation = 0  # placements so far; a cached failure from an older one may be stale
         self.failed: dict[tuple, tuple[int, list[str]]] = {}
@@ -138,16 +151,18 @@ class _Pass:
         ranked = enumerate(order, 1)
         for position, job in ranked:
             self._decide(position, job, order)
-            if self.reservation is not None and self.policy.response_ratio_backfill:
+            if len(self.reservations) >= self.policy.reservations and self.policy.response_ratio_backfill:
                 break
-        # kqi fills the holes around the reservation highest response ratio first (order.py).
         now = state.now
-        for position, job in sorted(ranked, key=lambda pj: backfill_key(pj[1], now) + (pj[0],)):
+        # kqi fills the holes around the reservations highest response ratio first, except that
+        # jobs longer than the backlog that have waited long enough go first, longest first.
+        backlog = (backlog_seconds(state.queue, self.views) if self.policy.long_first is not None
+                   else math.inf)
+        long_first = self.policy.long_first or (math.inf, 0.0)
+        for position, job in sorted(ranked, key=lambda pj: backfill_key(pj[1], now, backlog, *long_first) + (pj[0],)):
             self._decide(position, job, order)
-        reservations = ()
-        if self.reservation and self.reservation.start_at < math.inf:
-            r = self.reservation
-            reservations = (Reservation(r.job.job_id, r.start_at, tuple(r.shadows)),)
+        reservations = tuple(Reservation(r.job.job_id, r.start_at, tuple(r.shadows))
+                             for r in self.reservations if r.start_at < math.inf)
         return Plan(tuple(self.placements), reservations, tuple(sorted(self.pending, key=lambda p: p.position)))
 
     def _decide(self, position: int, job: JobRequest, order) -> None:
@@ -169,10 +184,12 @@ class _Pass:
         reasons = self._never_fits(job, shape, eligible, static)
         if reasons:
             return reasons
-        guarded = self.reservation is not None and not self._ends_before_reservation(job)
-        key = shape + (guarded,)
+        guarded = tuple(r for r in self.reservations if not self._ends_before(job, r))
+        key = shape + tuple(id(r) for r in guarded)
         cached = self.failed.get(key)
         if cached and cached[0] == self.generation:
+            if self.policy.backfill and len(self.reservations) < self.policy.reservations:
+                return cached[1] + [self._reserve(job, eligible)]
             return cached[1]
         parts, reasons = self._try_place(job, eligible, guarded)
         if parts:
@@ -182,7 +199,7 @@ class _Pass:
         self.failed[key] = (self.generation, reasons)
         if not self.policy.backfill:
             self.blocked_by = job.job_id
-        elif self.reservation is None:
+        elif len(self.reservations) < self.policy.reservations:
             return reasons + [self._reserve(job, eligible)]
         return reasons
 
@@ -256,13 +273,14 @@ class _Pass:
                 self.never[key] = reasons
         return self.never[key]
 
-    def _ends_before_reservation(self, job: JobRequest) -> bool:
+    def _ends_before(self, job: JobRequest, reservation: _Reservation) -> bool:
         return (job.time_limit_s is not None
-                and self.state.now + job.time_limit_s <= self.reservation.start_at)
+                and self.state.now + job.time_limit_s <= reservation.start_at)
 
-    def _try_place(self, job: JobRequest, eligible: list[NodeFree], guarded: bool):
+    def _try_place(self, job: JobRequest, eligible: list[NodeFree], guarded: tuple):
         """(parts, None) when the job fits now, else (None, reasons)."""
         counts: Counter = Counter()
+        waiting_for = None
         fits: list[tuple[NodeFree, tuple[int, ...]]] = []
         first_fit = self.policy.node_choice == "first"
         for node in eligible:
@@ -272,8 +290,10 @@ class _Pass:
                     counts[reason] += 1
                 continue
             gpus = pick_gpus(node, job.gpu_milli, self.policy.smart_gpus)
-            if guarded and not self._leaves_room(node, job, gpus):
+            blocker = next((r for r in guarded if not self._leaves_room(node, job, gpus, r)), None)
+            if blocker is not None:
                 counts[DELAYS_RESERVATION] += 1
+                waiting_for = waiting_for or blocker
                 continue
             fits.append((node, gpus))
             if first_fit and len(fits) == job.nodes:
@@ -283,7 +303,7 @@ class _Pass:
         waiting = counts.pop(DELAYS_RESERVATION, 0)
         reasons = _aggregate(counts)
         if waiting:
-            reasons.append(f"waiting behind reservation for job {self.reservation.job.job_id}")
+            reasons.append(f"waiting behind reservation for job {waiting_for.job.job_id}")
         if fits:
             reasons.append(f"gang of {job.nodes} parts fits on only {_nodes(len(fits))}")
         return None, reasons
@@ -296,14 +316,20 @@ class _Pass:
             fits = sorted(fits, key=lambda f: (f[0].allocated_fraction(), f[0].name))
         return fits[:job.nodes]
 
-    def _leaves_room(self, node: NodeFree, job: JobRequest, gpus: tuple[int, ...]) -> bool:
+    def _leaves_room(self, node: NodeFree, job: JobRequest, gpus: tuple[int, ...],
+                    reservation: _Reservation) -> bool:
         """Whether the reserved job's part still fits on `node` at its start if `job` runs past it."""
-        shadow = self.reservation.shadows.get(node.name)
+        shadow = reservation.shadows.get(node.name)
         if shadow is None:
             return True
         part = make_part(node, job, gpus)
+        held = reservation.holds.get(node.name)
+        if held:
+            shadow = shadow.copy()
+            shadow.take(part)
+            return _take_held(shadow, held) and not reasons_unfit(shadow, reservation.job)
         shadow.take(part)
-        room = not reasons_unfit(shadow, self.reservation.job)
+        room = not reasons_unfit(shadow, reservation.job)
         shadow.take(part, -1)
         return room
 
@@ -323,33 +349,98 @@ class _Pass:
         self.placements.append(Placement(job.job_id, parts))
         self.generation += 1
         self.ends.append((self._end(job), job.job_id, parts))
-        if self.reservation and not self._ends_before_reservation(job):
-            for part in parts:
-                if part.node in self.reservation.shadows:
-                    self.reservation.shadows[part.node].take(part)
+        for r in self.reservations:
+            if not self._ends_before(job, r):
+                for part in parts:
+                    if part.node in r.shadows:
+                        r.shadows[part.node].take(part)
 
     def _reserve(self, job: JobRequest, eligible: list[NodeFree]) -> str:
-        """Reserve the earliest time and nodes the job fits, releasing jobs as their limits end."""
+        """Reserve the earliest time and nodes the job fits, releasing jobs as their limits end.
+
+        Earlier reservations hold their parts on their nodes from now until their own end (start
+        plus time limit), so a later reservation never takes what an earlier one will use."""
         future = {node.name: node.copy() for node in eligible}
-        fitting = {name for name, node in future.items() if not reasons_unfit(node, job)}
+        holds: dict[str, list[tuple[float, AllocatedPart]]] = {}
+        lifts = []
+        for r in self.reservations:
+            end = r.start_at + r.job.time_limit_s if r.job.time_limit_s is not None else math.inf
+            lifts.append(end)
+            for name, node in r.shadows.items():
+                if name in future:
+                    holds.setdefault(name, []).append((end, make_part(node, r.job, ())))
+
+        def held_at(name: str, t: float) -> list[AllocatedPart]:
+            return [part for end, part in holds.get(name, ()) if end > t]
+
+        def fits(name: str, t: float) -> bool:
+            held = held_at(name, t)
+            node = future[name]
+            if held:
+                node = node.copy()
+                if not _take_held(node, held):
+                    return False
+            return not reasons_unfit(node, job)
+
         start_at = self.state.now
-        events = sorted(self.ends, key=lambda e: (e[0], e[1]))
+        fitting = {name for name in future if fits(name, start_at)}
+        events = sorted(list(self.ends) + [(end, -1, ()) for end in lifts if end < math.inf],
+                        key=lambda e: (e[0], e[1]))
         i = 0
         while len(fitting) < job.nodes and i < len(events):
             start_at = events[i][0]
             touched = set()
             while i < len(events) and events[i][0] == start_at:
+                if events[i][1] == -1:
+                    touched.update(holds)
                 for part in events[i][2]:
                     if part.node in future:
                         future[part.node].take(part, -1)
                         touched.add(part.node)
                 i += 1
-            fitting.update(name for name in touched if not reasons_unfit(future[name], job))
-        fits = [(future[name], pick_gpus(future[name], job.gpu_milli, self.policy.smart_gpus))
-                for name in sorted(fitting)]
-        shadows = {node.name: node for node, _ in self._choose(job, fits)}
-        self.reservation = _Reservation(job, start_at, shadows)
+            fitting.update(name for name in touched if name in future and fits(name, start_at))
+        fits_at = [(future[name], pick_gpus(future[name], job.gpu_milli, self.policy.smart_gpus))
+                   for name in sorted(fitting)]
+        shadows = {node.name: node for node, _ in self._choose(job, fits_at)}
+        if len(fitting) < job.nodes:
+            start_at = math.inf
+        new = _Reservation(job, start_at, shadows, {name: held_at(name, start_at) for name in shadows
+                                                    if held_at(name, start_at)})
+        # A new reservation that starts before an earlier one and runs into it is held in the
+        # earlier one's shadow, so backfill checks against the earlier one see it.
+        end_new = start_at + job.time_limit_s if job.time_limit_s is not None else math.inf
+        for r in self.reservations:
+            if start_at < r.start_at < end_new:
+                for name, node in shadows.items():
+                    if name in r.shadows:
+                        r.holds.setdefault(name, []).append(make_part(node, job, ()))
+        self.reservations.append(new)
         where = ", ".join(shadows)
         if start_at == math.inf:
             return f"reserved {where} (start unknown: running jobs there have no time limit)"
         return f"reserved {where} to start in {_duration(start_at - self.state.now)}"
+
+
+def _take_held(node: NodeFree, parts: list[AllocatedPart]) -> bool:
+    """Take reserved parts that have no GPU indices yet from a scratch copy of a node: whole GPUs
+    from the untouched ones, shares best fit. False when they do not all fit."""
+    for part in parts:
+        node.cpu_milli -= part.cpu_milli
+        node.memory_mib -= part.memory_mib
+        if node.cpu_milli < 0 or node.memory_mib < 0:
+            return False
+        if part.gpu_milli >= WHOLE_GPU:
+            k = part.gpu_milli // WHOLE_GPU
+            free = sorted(i for i, v in node.gpu_free.items() if v == WHOLE_GPU)
+            if len(free) < k:
+                return False
+            for idx in free[:k]:
+                node.gpu_free[idx] = 0
+        elif part.gpu_milli:
+            fit = [i for i, v in node.gpu_free.items() if v >= part.gpu_milli]
+            if not fit:
+                return False
+            idx = min(fit, key=lambda i: (node.gpu_free[i], i))
+            node.gpu_free[idx] -= part.gpu_milli
+    node.refresh()
+    return True

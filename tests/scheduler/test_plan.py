@@ -103,9 +103,11 @@ def test_gang_none_when_one_part_short():
     # backfill tries job 2 before job 3 (submit order): it fits now only on a, where it would
     # leave 6 < 8 GPUs at 100, so it waits behind the reservation.
     ("backfill", ("insufficient gpus on 1 node", "waiting behind reservation for job 1")),
-    # kqi tries job 3 first (response ratio (10 - 3 + 50) / 50 = 1.14 beats job 2's
-    # (10 - 2 + 200) / 200 = 1.04), which takes a's last 2 GPUs: job 2 finds no GPUs at all.
-    ("kqi", ("insufficient gpus on 2 nodes",)),
+    # kqi keeps two reservations: job 2 is the second blocked job in its order, so it is reserved
+    # too. a is held by job 1 from now until 100 + no limit = forever, so job 2 can only be
+    # reserved on b, where the running job has no limit: start unknown (no Reservation returned).
+    ("kqi", ("insufficient gpus on 1 node", "waiting behind reservation for job 1",
+             "reserved b (start unknown: running jobs there have no time limit)")),
 ])
 def test_easy_backfill_protects_the_reservation(policy, job_2_reasons):
     # now = 10. a: 6 GPUs held until 0 + 100 = 100; b: 8 GPUs held with no time limit.
@@ -125,6 +127,34 @@ def test_easy_backfill_protects_the_reservation(policy, job_2_reasons):
         2: (2, job_2_reasons),
         4: (4, ("insufficient gpus on 2 nodes",)),
     }
+
+
+@pytest.mark.parametrize("policy, placements, reservations, job_3_reasons", [
+    # EASY (one reservation): job 2 gets none, so job 3 (2 GPUs until 10 + 1000 = 1010) takes
+    # b's free GPUs 6, 7 by first fit, and b cannot hold 8-GPU job 2 before 1010.
+    ("backfill", {3: (("b", (6, 7)),)}, (Reservation(1, 100, ("a",)),), None),
+    # kqi reserves the first two blocked jobs. Job 1: a frees 6 GPUs at 100 -> reserved a at 100,
+    # held there until 100 + 500 = 600. Job 2: a at 100 holds job 1 (8 GPUs), b frees its 6 at
+    # 200 -> reserved b at 200. Job 3 would leave 8 - 2 = 6 < 8 GPUs at 100 on a and at 200 on b.
+    ("kqi", {}, (Reservation(1, 100, ("a",)), Reservation(2, 200, ("b",))),
+     (3, ("waiting behind reservation for job 1",))),
+])
+def test_second_reservation_keeps_a_long_job_from_pushing_the_next_wide_job(
+        policy, placements, reservations, job_3_reasons):
+    # now = 10. a: GPUs 0-5 held until 0 + 100 = 100; b: GPUs 0-5 held until 0 + 200 = 200.
+    # Queue in submit order: job 1 (8 GPUs, limit 500), job 2 (8 GPUs, limit 500), job 3 (2 GPUs,
+    # limit 1000). Both nodes have 2 free GPUs now; no 8-GPU job fits now.
+    cluster = state([node("a"), node("b")],
+                    [job(1, gpu=8000, limit=500), job(2, gpu=8000, limit=500), job(3, gpu=2000, limit=1000)],
+                    [running(9, part("a", (0, 1, 2, 3, 4, 5)), started=0, limit=100),
+                     running(8, part("b", (0, 1, 2, 3, 4, 5)), started=0, limit=200)], now=10)
+    result = plan(cluster, policy)
+    assert placed(result) == placements
+    assert result.reservations == reservations
+    if job_3_reasons:
+        assert waiting(result)[3] == job_3_reasons
+        # 190 s is shown in whole minutes: 190 / 60 = 3.2 -> "3 min".
+        assert waiting(result)[2] == (2, ("insufficient gpus on 2 nodes", "reserved b to start in 3 min"))
 
 
 def test_backfill_beside_reservation_uses_what_it_does_not_need():
@@ -174,3 +204,37 @@ def test_fair_share_grows_within_the_pass():
 def test_unknown_policy():
     with pytest.raises(ValueError, match="unknown policy"):
         plan(state([node("a")]), "random")
+
+
+@pytest.mark.parametrize("job_3_submit, placements, waits", [
+    # Backlog (order.backlog_seconds) = the bottleneck resource, GPUs here:
+    # (2 x 8000 x 100 + 1000 x 1,000,000 + 1000 x 100) milli-GPU-s / 16,000 milli-GPUs = 62,606 s
+    # (cpu: 1000 x 1,000,300 / 64,000 = 15,630 s; memory: 1024 x 1,000,300 / 524,288 = 1,954 s).
+    # Job 3's limit 1,000,000 >= 1.5 x 62,606 = 93,909: it would run long after the rest is done.
+    # Waited 40,000 - 0 = 40,000 >= 0.5 x 62,606 = 31,303: it goes first, beside both
+    # reservations on b (b is not reserved), and takes b's last GPU; job 4 waits.
+    (0.0, {3: (("b", (7,)),)}, {4: (4, ("insufficient gpus on 2 nodes",))}),
+    # Waited only 40,000 - 20,000 = 20,000 < 31,303: plain response ratio decides, job 4's
+    # (100 + 100) / 100 = 2 beats job 3's (20,000 + 1,000,000) / 1,000,000 = 1.02.
+    # Job 4 ends 40,100 <= 41,000, before both reservations: it takes b's GPU 7.
+    (20_000.0, {4: (("b", (7,)),)}, {3: (3, ("insufficient gpus on 2 nodes",))}),
+])
+def test_kqi_starts_the_makespan_setting_long_job_first_behind_the_reservations(job_3_submit, placements, waits):
+    # now = 40,000. a: GPUs 0-7 until 39,000 + 2,000 = 41,000; b: GPUs 0-6 until 42,000.
+    # Jobs 1 and 2 (8 GPUs, limit 100, priority 20) are first in kqi order and both blocked:
+    # job 1 reserved a at 41,000 and holds it until 41,100; job 2 then fits a at 41,100 (the hold
+    # lifts before b frees at 42,000). Jobs 3 and 4 (1 GPU each) are tried behind them.
+    cluster = state([node("a"), node("b")],
+                    [job(1, gpu=8000, limit=100, priority=20, submit=39_000),
+                     job(2, gpu=8000, limit=100, priority=20, submit=39_001),
+                     job(3, gpu=1000, limit=1_000_000, submit=job_3_submit),
+                     job(4, gpu=1000, limit=100, submit=39_900)],
+                    [running(9, part("a", tuple(range(8))), started=39_000, limit=2000),
+                     running(8, part("b", tuple(range(7))), started=39_000, limit=3000)], now=40_000)
+    result = plan(cluster)
+    assert placed(result) == placements
+    assert result.reservations == (Reservation(1, 41_000, ("a",)), Reservation(2, 41_100, ("a",)))
+    for job_id, expected in waits.items():
+        assert waiting(result)[job_id] == expected
+    # The textbook EASY baseline never reorders: it has one reservation and tries by submit time.
+    assert len(plan(cluster, "backfill").reservations) == 1
