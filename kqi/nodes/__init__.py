@@ -1,18 +1,24 @@
 """Node drivers: how kqi reaches the Docker engine of a node.
 
-`driver_for(url)` returns the driver for a node URL. Every driver offers the same operations
-(`NodeDriver`), so the scheduler loop never knows which transport it is using.
+`driver_for(url, credentials=...)` returns the driver for a node URL: unix:// (a local socket),
+tcp:// (plain, or TLS with the node's CA and client certificate: kqi/nodes/tls.py) or
+ssh://user@host:port[/remote/docker.sock] (paramiko, host key pinned: kqi/nodes/ssh.py). Every
+driver offers the same operations (`NodeDriver`), so the scheduler loop never knows which
+transport it is using.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from pathlib import Path
+from typing import Callable, Iterator, Protocol, Union
 from urllib.parse import urlsplit
 
 LABEL_SITE = "kqi.site"
 LABEL_JOB = "kqi.job"
 LABEL_KIND = "kqi.kind"
 LABEL_RANK = "kqi.rank"
+Archive = Union[bytes, Path]  # a tar in memory, or a tar file on disk (large inputs stream from it)
 
 
 class NodeError(Exception):
@@ -22,6 +28,39 @@ class NodeError(Exception):
     def __init__(self, message: str, *, infrastructure: bool = True):
         super().__init__(message)
         self.infrastructure = infrastructure
+
+
+class HostKeyMismatch(NodeError):
+    """The SSH server presented a host key other than the one pinned: possibly not our node."""
+
+    def __init__(self, seen: str, expected: str):
+        super().__init__(f"SSH host key changed: the server presented {seen}, the pinned key is {expected}; "
+                         "nothing is scheduled there until an administrator confirms the new key")
+        self.seen = seen
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a node's transport needs besides its URL (PEM texts, unsealed only to connect)."""
+
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    ssh_private_key: str = ""
+    ssh_host_key_fingerprint: str = ""  # "SHA256:...", as `ssh-keygen -lf` prints it
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert or self.tls_key)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    uuid: str
+    model: str
+    memory_mib: int
+    in_use: bool = False  # compute processes run on it (kqi's or anyone's)
 
 
 @dataclass(frozen=True)
@@ -45,8 +84,13 @@ class ContainerSpec:
     nvidia_runtime: bool = False
     host_network: bool = False  # gang parts talk to each other through their hosts' addresses
     workdir: str = "/kqi/git"
-    # tar archives unpacked at "/" before the command starts (the /kqi folders)
-    archives: tuple[bytes, ...] = field(default=())
+    # tar archives unpacked at "/" before the command starts (the /kqi folders, /kqi/git, /kqi/attach)
+    archives: tuple[Archive, ...] = field(default=())
+    # (mount path, tar of its contents): filled into a volume mounted read-only (/kqi/input, /kqi/parent)
+    readonly: tuple[tuple[str, Archive], ...] = field(default=())
+    registry_auth: dict[str, str] | None = field(default=None, repr=False)  # docker's auth_config for the pull
+    pull: bool = False  # pull even when the node has the image
+    progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)  # pull progress
 
 
 @dataclass(frozen=True)
@@ -62,9 +106,20 @@ class ContainerState:
 
 
 class NodeDriver(Protocol):
+    def ping(self) -> None: ...
+
     def inventory(self) -> Inventory: ...
 
+    def gpus(self) -> list[GpuInfo] | None:
+        """The GPUs as nvidia-smi on the node sees them; None when the transport cannot run it."""
+
     def start(self, spec: ContainerSpec) -> str: ...
+
+    def upload(self, container_id: str, path: str, archive: Archive) -> None:
+        """Unpack a tar into a container's folder (files attached to a running job)."""
+
+    def image_identity(self, image: str) -> dict[str, object]:
+        """{"id", "repo_digests"} of the image as it is on the node."""
 
     def containers(self, site: str) -> list[ContainerState]: ...
 
@@ -79,7 +134,10 @@ class NodeDriver(Protocol):
     def close(self) -> None: ...
 
 
-SUPPORTED_SCHEMES = ("unix", "tcp")
+SUPPORTED_SCHEMES = ("unix", "tcp", "ssh")
+# The Docker socket named in an ssh:// URL is passed to the far side's `docker -H`: a plain path only.
+REMOTE_SOCKET = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+SSH_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
 def validate_url(url: str) -> str | None:
@@ -87,19 +145,26 @@ def validate_url(url: str) -> str | None:
     parts = urlsplit(url or "")
     if parts.scheme not in SUPPORTED_SCHEMES:
         return f"url must start with {' or '.join(s + '://' for s in SUPPORTED_SCHEMES)}"
+    if parts.query or parts.fragment or parts.password:
+        return "url may not carry a query, a fragment or a password"
     if parts.scheme == "unix" and not parts.path.startswith("/"):
         return "unix:// url needs an absolute socket path, e.g. unix:///var/run/docker.sock"
-    if parts.scheme == "tcp":
-        try:
-            port = parts.port
-        except ValueError:
-            return "tcp:// url has an invalid port"
-        if not parts.hostname or port is None:
-            return "tcp:// url needs a host and a port, e.g. tcp://10.0.0.5:2375"
+    try:
+        port = parts.port
+    except ValueError:
+        return f"{parts.scheme}:// url has an invalid port"
+    if parts.scheme == "tcp" and (not parts.hostname or port is None):
+        return "tcp:// url needs a host and a port, e.g. tcp://10.0.0.5:2376"
+    if parts.scheme == "ssh":
+        if not parts.hostname or not parts.username or not SSH_USER.match(parts.username):
+            return "ssh:// url needs a user and a host, e.g. ssh://kqi@10.0.0.5:22 (optionally /path/to/docker.sock)"
+        if parts.path and (not REMOTE_SOCKET.match(parts.path) or {".", ".."} & set(parts.path.split("/"))):
+            return "ssh:// url path must be the remote Docker socket, e.g. ssh://kqi@10.0.0.5/var/run/docker.sock"
     return None
 
 
-def driver_for(url: str, timeout_s: int = 30) -> NodeDriver:
+def driver_for(url: str, timeout_s: int = 30, credentials: Credentials | None = None) -> NodeDriver:
+    """A driver for the node; it connects on first use, so creating one never blocks."""
     from kqi.nodes.docker_engine import DockerEngineDriver
 
-    return DockerEngineDriver(url, timeout_s=timeout_s)
+    return DockerEngineDriver(url, timeout_s=timeout_s, credentials=credentials or Credentials())

@@ -1,15 +1,23 @@
-"""The Docker Engine API driver (docker-py), for unix:// and tcp:// engines."""
+"""The Docker Engine API driver (docker-py), for unix://, tcp:// (plain or TLS) and ssh:// engines."""
 from __future__ import annotations
 
+import threading
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import docker
+import paramiko
+from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from requests.exceptions import RequestException
 
-from kqi.nodes import LABEL_JOB, LABEL_RANK, LABEL_SITE, ContainerSpec, ContainerState, Inventory, NodeError
+from kqi.nodes import shipping
+from kqi.nodes import (LABEL_JOB, LABEL_RANK, LABEL_SITE, Archive, ContainerSpec, ContainerState, Credentials, GpuInfo,
+                       Inventory, NodeError)
+from kqi.nodes.gpus import QUERY_APPS, QUERY_GPUS, parse_apps, parse_gpus
 
 _NANO = 1_000_000  # nano-CPUs per milli-core
+_TRANSPORT_ERRORS = (DockerException, RequestException, OSError, paramiko.SSHException, EOFError)
 
 
 def _gpu_request(spec: ContainerSpec):
@@ -25,26 +33,60 @@ def _engine_message(exc: Exception) -> str:
 
 
 class DockerEngineDriver:
-    def __init__(self, url: str, timeout_s: int = 30):
+    def __init__(self, url: str, timeout_s: int = 30, credentials: Credentials = Credentials()):
         self.url = url
-        try:
-            self.client = docker.DockerClient(base_url=url, timeout=timeout_s)
-        except DockerException as exc:
-            raise NodeError(f"cannot reach {url}: {exc}") from exc
+        self.timeout_s = timeout_s
+        self._credentials = credentials
+        self._client: docker.DockerClient | None = None
+        self._link = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> docker.DockerClient:
+        """A client for the engine (asks it for its API version: the first round trip)."""
+        parts = urlsplit(self.url)
+        if parts.scheme == "ssh":
+            from kqi.nodes.ssh import DialStdioAdapter, SshLink
+
+            creds = self._credentials
+            self._link = self._link or SshLink(parts.hostname, parts.port or 22, parts.username, creds.ssh_private_key,
+                                               creds.ssh_host_key_fingerprint, self.timeout_s)
+            self._link.transport()  # connect first: docker-py would bury a changed host key in its own error
+            client = docker.DockerClient(version=MINIMUM_DOCKER_API_VERSION, timeout=self.timeout_s)
+            client.api.mount("http+docker://ssh", DialStdioAdapter(self._link, parts.path, self.timeout_s))
+            client.api.base_url = "http+docker://ssh"
+            client.api._version = client.api._retrieve_server_version()
+            return client
+        if self._credentials.tls:
+            from kqi.nodes.tls import InMemoryTLS
+
+            return docker.DockerClient(base_url=self.url, timeout=self.timeout_s, tls=InMemoryTLS(self._credentials))
+        return docker.DockerClient(base_url=self.url, timeout=self.timeout_s)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
 
     def _call(self, fn, *args, **kwargs):
-        """Run one engine call, turning transport failures into NodeError."""
+        """Run one engine call (`fn` gets the client first), turning failures into NodeError."""
         try:
-            return fn(*args, **kwargs)
+            return fn(self.client, *args, **kwargs)
+        except NodeError:
+            raise
         except (ImageNotFound, NotFound) as exc:
             raise NodeError(_engine_message(exc), infrastructure=False) from exc
         except APIError as exc:
             raise NodeError(_engine_message(exc), infrastructure=exc.is_server_error()) from exc
-        except (DockerException, RequestException, OSError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise NodeError(f"node unreachable: {exc}") from exc
 
+    def ping(self) -> None:
+        self._call(lambda c: c.api.ping())
+
     def inventory(self) -> Inventory:
-        info = self._call(self.client.info)
+        info = self._call(lambda c: c.info())
         return Inventory(
             cpu_milli=int(info["NCPU"]) * 1000,
             memory_mib=int(info["MemTotal"]) // (1024 * 1024),
@@ -52,7 +94,18 @@ class DockerEngineDriver:
             nvidia_runtime="nvidia" in (info.get("Runtimes") or {}),
         )
 
-    def _create(self, spec: ContainerSpec):
+    def gpus(self) -> list[GpuInfo] | None:
+        """Over SSH, nvidia-smi on the node: its GPUs, and which of them run compute processes."""
+        if self._link is None:
+            if urlsplit(self.url).scheme != "ssh":
+                return None
+            self.ping()  # opens the link (and checks the pinned host key)
+        installed = parse_gpus(self._link.run(QUERY_GPUS))
+        busy = parse_apps(self._link.run(QUERY_APPS))
+        return [GpuInfo(g.index, g.uuid, g.model, g.memory_mib, in_use=g.uuid in busy) for g in installed]
+
+    @staticmethod
+    def _create(client: docker.DockerClient, spec: ContainerSpec):
         kwargs = dict(
             image=spec.image,
             name=spec.name,
@@ -68,16 +121,9 @@ class DockerEngineDriver:
             network_mode="host" if spec.host_network else None,
             detach=True,
         )
-        try:
-            return self.client.containers.create(**kwargs)
-        except ImageNotFound:
-            pass  # pull once, then create; an image already on the node is never pulled again
-        try:
-            self.client.images.pull(spec.image)
-        except (APIError, ImageNotFound) as exc:
-            raise NodeError(f"image {spec.image} is not on the node and could not be pulled: {_engine_message(exc)}",
-                            infrastructure=False) from exc
-        return self.client.containers.create(**kwargs)
+        shipping.ensure_image(client, spec)
+        kwargs["volumes"] = shipping.readonly_volumes(client, spec)
+        return client.containers.create(**kwargs)
 
     def start(self, spec: ContainerSpec) -> str:
         """Create the container, upload the /kqi folders, start it. Safe to call again for the same
@@ -89,18 +135,29 @@ class DockerEngineDriver:
             conflict = isinstance(exc.__cause__, APIError) and exc.__cause__.status_code == 409
             if not conflict:
                 raise
-            existing = self._call(self.client.containers.get, spec.name)
+            existing = self._call(lambda c: c.containers.get(spec.name))
             if not existing.attrs["State"].get("StartedAt", "").startswith("0001-"):
                 return existing.id
-            self._call(existing.remove, force=True)
+            self._call(lambda c: existing.remove(force=True))
             container = self._call(self._create, spec)
         for archive in spec.archives:
-            self._call(container.put_archive, "/", archive)
-        self._call(container.start)
+            self.upload(container.id, "/", archive)
+        self._call(lambda c: container.start())
         return container.id
 
+    def upload(self, container_id: str, path: str, archive: Archive) -> None:
+        data = shipping.archive_data(archive)
+        try:
+            self._call(lambda c: c.api.put_archive(container_id, path, data))
+        finally:
+            if hasattr(data, "close"):
+                data.close()
+
+    def image_identity(self, image: str) -> dict[str, object]:
+        return self._call(shipping.image_identity, image)
+
     def containers(self, site: str) -> list[ContainerState]:
-        found = self._call(self.client.containers.list, all=True, filters={"label": f"{LABEL_SITE}={site}"})
+        found = self._call(lambda c: c.containers.list(all=True, filters={"label": f"{LABEL_SITE}={site}"}))
         states = []
         for container in found:
             state = container.attrs["State"]
@@ -118,22 +175,27 @@ class DockerEngineDriver:
         return states
 
     def logs(self, container_id: str, tail: int | None = None) -> bytes:
-        return self._call(self.client.api.logs, container_id, stdout=True, stderr=True, tail=tail if tail else "all")
+        return self._call(lambda c: c.api.logs(container_id, stdout=True, stderr=True, tail=tail if tail else "all"))
 
     def archive(self, container_id: str, path: str) -> Iterator[bytes]:
-        stream, _stat = self._call(self.client.api.get_archive, container_id, path)
+        stream, _stat = self._call(lambda c: c.api.get_archive(container_id, path))
         return stream
 
     def stop(self, container_id: str, timeout_s: int = 10) -> None:
-        self._call(self.client.api.stop, container_id, timeout=timeout_s)
+        self._call(lambda c: c.api.stop(container_id, timeout=timeout_s))
 
     def remove(self, container_id: str) -> None:
         try:
-            self.client.api.remove_container(container_id, force=True)
-        except NotFound:
-            pass
-        except (DockerException, RequestException, OSError) as exc:
-            raise NodeError(f"node unreachable: {exc}") from exc
+            self._call(shipping.remove_container, container_id)  # and its read-only input volumes
+        except NodeError as exc:
+            if isinstance(exc.__cause__, NotFound):
+                return  # already gone
+            raise
 
     def close(self) -> None:
-        self.client.close()
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+        if self._link is not None:
+            self._link.close()

@@ -382,6 +382,7 @@ class _Running:
     slot: _Slot
     index: int
     proc: subprocess.Popen
+    cmd: list = dataclasses.field(default_factory=list)  # to start it again after a test killed it
 
 
 # Engines started by this process, by pid, with the slot that owns them.
@@ -435,8 +436,11 @@ def _log_tail(path: str, n: int = 30) -> str:
         return ""
 
 
-def start_engines(count: int, base_dir: str, timeout: float = 60.0) -> list[Engine]:
+def start_engines(count: int, base_dir: str, timeout: float = 60.0, tls=None) -> list[Engine]:
     """Start ``count`` engines in parallel and wait until all answer.
+
+    ``tls``: optional ``tls(address) -> (ca, cert, key)`` file paths; the engine's TCP
+    socket then requires TLS with client certificates (``--tlsverify``) on port 2376.
 
     ``base_dir`` should be short (unix socket paths must stay < 108 bytes).
     Each engine gets ``base_dir/eI/`` for its socket, data, exec root and log.
@@ -471,8 +475,10 @@ def start_engines(count: int, base_dir: str, timeout: float = 60.0) -> list[Engi
                 "--exec-root", os.path.join(d, "x"),
                 "--pidfile", os.path.join(d, "pid"),
                 "--host", f"unix://{sock}",
-                "--host", f"tcp://{addr}:2375",
-                "--tls=false",  # else dockerd sleeps ~15 s to warn about plain tcp
+                *(["--host", f"tcp://{addr}:2375", "--tls=false"]  # else dockerd sleeps ~15 s to warn about plain tcp
+                  if tls is None else
+                  ["--host", f"tcp://{addr}:2376", "--tlsverify", *(f"--tls{name}={path}" for name, path
+                                                                     in zip(("cacert", "cert", "key"), tls(addr)))]),
                 "--cgroup-parent", "/" + _cgroup_parent(slot.slot, i),
                 "--shutdown-timeout", "2",
                 "--userland-proxy=false",
@@ -485,10 +491,10 @@ def start_engines(count: int, base_dir: str, timeout: float = 60.0) -> list[Engi
             state["pids"].append(proc.pid)
             slot.write_state(state)
             eng = Engine(
-                name=f"node{i}", unix_url=f"unix://{sock}", tcp_url=f"tcp://{addr}:2375",
+                name=f"node{i}", unix_url=f"unix://{sock}", tcp_url=f"tcp://{addr}:{2375 if tls is None else 2376}",
                 netns=ns, address=addr, pid=proc.pid, base_dir=d,
             )
-            started.append(_Running(eng, slot, i, proc))
+            started.append(_Running(eng, slot, i, proc, cmd))
 
         deadline = time.monotonic() + timeout
         pending = list(started)
@@ -578,6 +584,34 @@ def _stop_running(runs: list[_Running], timeout: float = 20.0) -> None:
         # whatever is still left (containerd, shims, container processes)
         _teardown_engine_net(r.slot.slot, r.index, kill=True)
         umount_all_under(r.engine.base_dir)
+
+
+def kill_engine(engine: Engine) -> None:
+    """SIGKILL an engine's dockerd (a node lost mid-job). Its containers' processes live on until
+    ``restart_engine`` brings dockerd back, which then cleans them up as after a crash."""
+    r = _RUNNING[engine.pid]
+    _kill(r.proc.pid, signal.SIGKILL)
+    r.proc.wait(timeout=10)
+
+
+def restart_engine(engine: Engine, timeout: float = 60.0) -> None:
+    """Start a killed engine again with its data (same sockets, same address); wait until it answers."""
+    r = _RUNNING.pop(engine.pid)
+    with open(os.path.join(engine.base_dir, "dockerd.log"), "ab") as log:
+        r.proc = subprocess.Popen(r.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True, close_fds=True, env=_env())
+    owned = _SLOT_ENGINES.get(r.slot.slot)
+    if owned is not None:
+        owned.discard(engine.pid)
+        owned.add(r.proc.pid)
+    engine.pid = r.proc.pid
+    _RUNNING[engine.pid] = r
+    deadline = time.monotonic() + timeout
+    while not _ping(engine.unix_url):
+        if r.proc.poll() is not None or time.monotonic() > deadline:
+            raise EngineError(f"dockerd for {engine.name} did not come back:\n"
+                              + _log_tail(os.path.join(engine.base_dir, "dockerd.log")))
+        time.sleep(0.1)
 
 
 def stop_engines(engines: list[Engine], remove_data: bool = True) -> None:

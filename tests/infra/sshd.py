@@ -7,7 +7,7 @@ port. It returns an ``SshServer`` (port, client_key, host_key_fingerprint as
 ``ssh-keygen -lf`` prints it, host_public_key for known_hosts pinning, pid).
 ``stop_sshd`` kills it by pid.
 
-Sessions get ``PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin``.
+Sessions get ``PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`` (or ``session_path``).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def reap(ssh_dir: str) -> None:
         pass
 
 
-def start_sshd(base_dir: str, timeout: float = 15.0) -> SshServer:
+def start_sshd(base_dir: str, timeout: float = 15.0, session_path: str = SESSION_PATH) -> SshServer:
     missing = missing_requirements()
     if missing:
         raise SshdError("cannot start sshd, missing: " + ", ".join(missing))
@@ -147,7 +147,7 @@ def start_sshd(base_dir: str, timeout: float = 15.0) -> SshServer:
             "-o", "UsePAM=no",
             "-o", "UseDNS=no",
             "-o", "Subsystem=sftp internal-sftp",
-            "-o", f"SetEnv=PATH={SESSION_PATH}",
+            "-o", f"SetEnv=PATH={session_path}",
             "-o", "MaxStartups=100",
             "-o", "MaxSessions=100",
             "-o", "LogLevel=ERROR",

@@ -1,0 +1,142 @@
+"""Nodes (administrators): register over unix, TCP+TLS or SSH, confirm an SSH host key, change
+state and access, refresh the inventory, read the state changes."""
+from __future__ import annotations
+
+from flask import current_app, jsonify, url_for
+
+from kqi import node_registry
+from kqi.extensions import db
+from kqi.views.api import blueprint, created, json_body, require_admin, scheduler
+from kqi.views.api.openapi import NULLABLE_STRING, body, obj, ok, op, path_id
+
+
+def _timeout() -> int:
+    return current_app.config["KQI"]["docker_timeout_s"]
+
+
+def _node(node_id: int):
+    require_admin()
+    return node_registry.get(db.session, node_id)
+
+
+@blueprint.post("/admin/nodes")
+def register_node():
+    require_admin()
+    node = node_registry.register(db.session, json_body(), timeout_s=_timeout())
+    db.session.commit()
+    response = created(node_registry.describe(db.session, node), url_for("api.get_node", node_id=node.id))
+    if not node.host_key_confirmed:
+        response.status_code = 202  # registered, but unused until an admin confirms the host key shown
+    else:
+        scheduler().wake()
+    return response
+
+
+@blueprint.get("/admin/nodes")
+def list_nodes():
+    require_admin()
+    return jsonify({"items": node_registry.listing(db.session)})
+
+
+@blueprint.get("/admin/nodes/<int:node_id>")
+def get_node(node_id: int):
+    return jsonify(node_registry.describe(db.session, _node(node_id)))
+
+
+@blueprint.put("/admin/nodes/<int:node_id>")
+def update_node(node_id: int):
+    node = node_registry.update(db.session, _node(node_id), json_body())
+    db.session.commit()
+    scheduler().wake()
+    return jsonify(node_registry.describe(db.session, node))
+
+
+@blueprint.post("/admin/nodes/<int:node_id>/confirm-host-key")
+def confirm_host_key(node_id: int):
+    node = node_registry.confirm_host_key(db.session, _node(node_id), json_body(), timeout_s=_timeout())
+    db.session.commit()
+    scheduler().wake()
+    return jsonify(node_registry.describe(db.session, node))
+
+
+@blueprint.post("/admin/nodes/<int:node_id>/refresh")
+def refresh_node(node_id: int):
+    node = node_registry.refresh_inventory(db.session, _node(node_id), timeout_s=_timeout())
+    db.session.commit()
+    scheduler().wake()
+    return jsonify(node_registry.describe(db.session, node))
+
+
+@blueprint.get("/admin/nodes/<int:node_id>/events")
+def node_events(node_id: int):
+    node = _node(node_id)
+    return jsonify({"items": [node_registry.event_dict(e) for e in node_registry.events(db.session, node)]})
+
+
+STATES = ["Ready", "Draining", "Disabled", "Unconfirmed", "HostKeyChanged", "Unreachable", "Offline"]
+GPU = obj({"index": {"type": "integer"}, "uuid": NULLABLE_STRING, "model": NULLABLE_STRING,
+           "memory_mib": {"type": ["integer", "null"]}, "busy": {"type": "boolean"},
+           "allocated": {"type": "number", "description": "GPUs' worth held by kqi jobs (a share is < 1)"}})
+AMOUNT = obj({"total": {"type": "number"}, "used": {"type": "number"}, "free": {"type": "number"}})
+NODE = obj({
+    "id": {"type": "integer"}, "name": {"type": "string"}, "url": {"type": "string"},
+    "transport": {"enum": ["unix", "tcp", "tls", "ssh"]}, "address": NULLABLE_STRING, "partition": NULLABLE_STRING,
+    "labels": {"type": "array", "items": {"type": "string"}, "description": "partition and GPU models"},
+    "engine_version": {"type": "string"}, "nvidia_runtime": {"type": "boolean"},
+    "state": {"enum": STATES}, "admin_state": {"enum": STATES[:3]}, "schedulable": {"type": "boolean"},
+    "last_error": NULLABLE_STRING, "last_seen_at": NULLABLE_STRING,
+    "ssh_host_key_fingerprint": NULLABLE_STRING, "host_key_confirmed": {"type": "boolean"},
+    "tenants": {"type": ["array", "null"], "items": {"type": "string"}, "description": "null: public"},
+    "allow_notebooks": {"type": "boolean"}, "allow_tensorboard": {"type": "boolean"},
+    "cpu": AMOUNT, "memory_gb": AMOUNT,
+    "gpus": obj({"total": {"type": "number"}, "used": {"type": "number"}, "free": {"type": "number"},
+                 "source": {"enum": ["declared", "nvidia-smi"]}, "devices": {"type": "array", "items": GPU}}),
+})
+SETTINGS = {
+    "partition": {"type": "string"}, "address": {"type": "string"},
+    "gpus": {"type": "integer", "minimum": 0, "maximum": 64, "description": "declared GPUs (nodes without nvidia-smi)"},
+    "gpu_model": {"type": "string", "description": "model of the declared GPUs; becomes a partition label"},
+    "tenants": {"type": ["array", "null"], "items": {"type": "string"}},
+    "allow_notebooks": {"type": "boolean"}, "allow_tensorboard": {"type": "boolean"},
+}
+FINGERPRINT = {"type": "string", "pattern": "^SHA256:[A-Za-z0-9+/]{43}$"}
+REGISTER = obj({
+    "name": {"type": "string"},
+    "url": {"type": "string", "description": "unix:///path.sock, tcp://host:port, or "
+                                             "ssh://user@host:port[/remote/docker.sock]"},
+    "tls_ca": {"type": "string"}, "tls_cert": {"type": "string"}, "tls_key": {"type": "string"},
+    "ssh_private_key": {"type": "string"}, "ssh_host_key_fingerprint": FINGERPRINT, **SETTINGS,
+}, required=["name", "url"])
+ADMIN = ["nodes"]
+NODE_ID = [path_id("node_id")]
+PATHS = {
+    "/admin/nodes": {
+        "post": op("Register a node (administrators)",
+                   {**ok(NODE, "Registered and reachable", 201),
+                    **ok(NODE, "An SSH node registered without a fingerprint: state Unconfirmed, its "
+                               "ssh_host_key_fingerprint awaits confirmation", 202)},
+                   tags=ADMIN, request=body(REGISTER)),
+        "get": op("List nodes (administrators)", ok(obj({"items": {"type": "array", "items": NODE}})), tags=ADMIN),
+    },
+    "/admin/nodes/{node_id}": {
+        "get": op("One node, its GPUs and what its jobs hold (administrators)", ok(NODE), tags=ADMIN,
+                  parameters=NODE_ID),
+        "put": op("Change a node's state (Ready, Draining, Disabled), access or declared GPUs (administrators)",
+                  ok(NODE), tags=ADMIN, parameters=NODE_ID,
+                  request=body(obj({"state": {"enum": STATES[:3]}, **SETTINGS}, required=[]))),
+    },
+    "/admin/nodes/{node_id}/confirm-host-key": {
+        "post": op("Pin the SSH host key the server presents (administrators)", ok(NODE), tags=ADMIN,
+                   parameters=NODE_ID, request=body(obj({"ssh_host_key_fingerprint": FINGERPRINT}))),
+    },
+    "/admin/nodes/{node_id}/refresh": {
+        "post": op("Read CPU, memory, engine and GPUs again (administrators)", ok(NODE), tags=ADMIN,
+                   parameters=NODE_ID),
+    },
+    "/admin/nodes/{node_id}/events": {
+        "get": op("The node's state changes, newest first (administrators)",
+                  ok(obj({"items": {"type": "array", "items": obj({
+                      "at": {"type": "string"}, "old_state": NULLABLE_STRING, "new_state": {"type": "string"},
+                      "message": NULLABLE_STRING})}})), tags=ADMIN, parameters=NODE_ID),
+    },
+}
