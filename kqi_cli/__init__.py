@@ -1,0 +1,1 @@
+"""kqi: the command line over kqi's JSON API (`kqi --help`)."""
