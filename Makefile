@@ -10,12 +10,14 @@ $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 
-$(VENV)/.run-deps: requirements.txt $(VENV)/bin/activate
+$(VENV)/.run-deps: requirements.txt pyproject.toml $(VENV)/bin/activate
 	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -e .
 	touch $@
 
-$(VENV)/.dev-deps: requirements.txt requirements-dev.txt $(VENV)/bin/activate
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt pyproject.toml $(VENV)/bin/activate
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	$(VENV)/bin/pip install -q -e .
 	touch $@ $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps

@@ -19,7 +19,7 @@ from kqi.config import ConfigError
 
 def migrate(app) -> None:
     with app.app_context():
-        upgrade(directory=app.extensions["migrate"].directory, revision="heads")
+        upgrade(directory=app.extensions["migrate"].directory, revision="head")
 
 
 def create_admin(app) -> None:
@@ -51,7 +51,10 @@ def serve(app) -> None:
 
     settings = app.config["KQI"]
     scheduler = app.extensions["kqi_scheduler"]
-    server = create_server(app, host=settings["host"], port=settings["port"], threads=16, ident="kqi")
+    # waitress accepts only 100 connections by default: the 101st API client (a `kqi training log -f`
+    # keeps its connection) would wait until another disconnects.
+    server = create_server(app, host=settings["host"], port=settings["port"], threads=16, ident="kqi",
+                           connection_limit=1000)
     if settings["scheduler_enabled"]:
         scheduler.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly under systemd / kill

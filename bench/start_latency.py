@@ -46,11 +46,22 @@ def _percentile(samples: list[float], q: float) -> float:
 @contextlib.contextmanager
 def kqi_server(engine_url: str):
     """A kqi server process with the engine registered; yields (base url, token)."""
+    with kqi_process() as (base, token, _instance):
+        response = requests.post(f"{base}/api/v1/admin/nodes", json={"name": "bench", "url": engine_url},
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        response.raise_for_status()
+        yield base, token
+
+
+@contextlib.contextmanager
+def kqi_process(settings: dict[str, str] | None = None):
+    """A `kqi_app.py serve` process as `make run` starts it (plus KQI_* `settings`), migrated, with
+    an admin; yields (base url, the admin's token, the instance folder)."""
     with tempfile.TemporaryDirectory(prefix="kqi-bench-") as instance:
         port = _free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("KQI_")}
         env.update({"KQI_INSTANCE": instance, "KQI_PORT": str(port), "KQI_HOST": "127.0.0.1",
-                    "KQI_ADMIN_PASSWORD": "bench-password"})
+                    "KQI_ADMIN_PASSWORD": "bench-password", **(settings or {})})
         python = sys.executable
         for command in ("migrate", "create-admin"):
             subprocess.run([python, "kqi_app.py", command], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -70,13 +81,14 @@ def kqi_server(engine_url: str):
                 time.sleep(0.1)
             token = requests.post(f"{base}/api/v1/account/login", json={"username": "admin", "password": "bench-password"},
                                   timeout=10).json()["token"]
-            response = requests.post(f"{base}/api/v1/admin/nodes", json={"name": "bench", "url": engine_url},
-                                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
-            response.raise_for_status()
-            yield base, token
+            yield base, token, Path(instance)
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # never leave a server behind
+                server.kill()
+                server.wait()
             log.close()
 
 

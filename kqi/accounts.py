@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from kqi import validation as v
@@ -49,7 +49,9 @@ def get_or_create_tenant(session: Session, name: str, display_name: str = "") ->
     return tenant
 
 
-TENANT_FIELDS = ("name", "display_name", "quota")
+TENANT_FIELDS = ("name", "display_name", "quota", "notebook_default_hours", "notebook_max_hours")
+NOTEBOOK_POLICY = ("notebook_default_hours", "notebook_max_hours")
+MAX_NOTEBOOK_HOURS = 24 * 365
 QUOTA_FIELDS = {"cpu": 1000, "memory_gb": 1024, "gpu": 1000}  # API unit -> stored milli / MiB
 
 
@@ -70,6 +72,18 @@ def _quota(body: Any) -> dict[str, int | None]:
     return values
 
 
+def _notebook_policy(body: Any, current: dict[str, int | None]) -> dict[str, int | None]:
+    """Hours a notebook lives unless asked otherwise, and the most it may ask; null: no limit."""
+    values = dict(current)
+    for key in NOTEBOOK_POLICY:
+        if key in body:
+            values[key] = v.number(body, key, minimum=1, maximum=MAX_NOTEBOOK_HOURS, integer=True)
+    default, most = values.get("notebook_default_hours"), values.get("notebook_max_hours")
+    if default is not None and most is not None and default > most:
+        raise ServiceError("notebook_default_hours is more than notebook_max_hours", field="notebook_default_hours")
+    return values
+
+
 def create_tenant(session: Session, body: Any) -> Tenant:
     body = v.require_object(body)
     v.reject_unknown(body, TENANT_FIELDS)
@@ -78,7 +92,7 @@ def create_tenant(session: Session, body: Any) -> Tenant:
     if session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
         raise ServiceError(f"tenant {name} already exists", field="name", code="conflict", status=409)
     tenant = Tenant(name=name, display_name=v.text(body, "display_name", max_len=128, default=name),
-                    **_quota(body.get("quota")))
+                    **_quota(body.get("quota")), **_notebook_policy(body, {}))
     session.add(tenant)
     session.flush()
     return tenant
@@ -86,10 +100,13 @@ def create_tenant(session: Session, body: Any) -> Tenant:
 
 def update_tenant(session: Session, tenant_id: int, body: Any) -> Tenant:
     body = v.require_object(body)
-    v.reject_unknown(body, ("display_name", "quota"))
+    v.reject_unknown(body, TENANT_FIELDS[1:])
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
         raise NotFound("tenant")
+    current = {key: getattr(tenant, key) for key in NOTEBOOK_POLICY}
+    for column, value in _notebook_policy(body, current).items():
+        setattr(tenant, column, value)
     if "display_name" in body:
         tenant.display_name = v.text(body, "display_name", max_len=128, default=tenant.name)
     if "quota" in body:
@@ -105,11 +122,17 @@ def tenant_dict(tenant: Tenant) -> dict[str, Any]:
 
     return {"id": tenant.id, "name": tenant.name, "display_name": tenant.display_name,
             "quota": {"cpu": scaled(tenant.quota_cpu_milli, 1000), "memory_gb": scaled(tenant.quota_memory_mib, 1024),
-                      "gpu": scaled(tenant.quota_gpu_milli, 1000)}}
+                      "gpu": scaled(tenant.quota_gpu_milli, 1000)},
+            "notebook_default_hours": tenant.notebook_default_hours, "notebook_max_hours": tenant.notebook_max_hours}
 
 
 def all_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(select(Tenant).order_by(Tenant.name)))
+
+
+def tenants_page(session: Session, page_no: int, per_page: int) -> tuple[list[Tenant], int]:
+    total = session.scalar(select(func.count(Tenant.id)))
+    return list(session.scalars(select(Tenant).order_by(Tenant.name).offset((page_no - 1) * per_page).limit(per_page))), total
 
 
 def create_user(session: Session, username: str, password: str, *, is_admin: bool = False) -> User:
@@ -198,7 +221,9 @@ def issue_token(session: Session, principal: Principal, ttl: timedelta) -> tuple
 
 
 def principal_for_token(session: Session, token: str) -> Principal | None:
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash_token(token)))
+    # One query for the token, its user and its tenant: this runs on every API call.
+    row = session.scalar(select(ApiToken).options(joinedload(ApiToken.user), joinedload(ApiToken.tenant))
+                         .where(ApiToken.token_hash == _hash_token(token)))
     if row is None or row.expires_at <= utcnow() or row.user.disabled:
         return None
     membership = session.scalar(

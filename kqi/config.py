@@ -24,8 +24,18 @@ DEFAULTS: dict[str, Any] = {
     "site_id": "",  # empty: generated once; labels this site's containers on shared engines
     "docker_timeout_s": 30,
     "stop_grace_s": 10,  # SIGTERM, then SIGKILL after this long, when a job is halted or times out
+    "heartbeat_timeout_s": 5.0,  # a node that does not answer its heartbeat (every tick) within this is Unreachable
+    "node_offline_grace_s": 15.0,  # unreachable this long: Offline, and its jobs are lost
+    "gpu_refresh_s": 60.0,  # how often nvidia-smi is read over SSH to see GPUs busy with others' processes
+    "requeue_on_node_loss": False,  # site default: a lost job goes back to the queue instead of Killed
+    "scheduler_lease_s": 15.0,  # PostgreSQL: the scheduling process renews its lease each tick
     "log_tail_lines": 200,
     "max_request_mb": 16,
+    "login_max_failures": 5,  # failed logins per username and address within login_window_s, then 429
+    "login_window_s": 60,
+    "max_upload_gb": 100.0,  # one data upload or attachment (streamed to disk, never held in memory)
+    "job_columns": 120,  # COLUMNS in every container, so progress bars (tqdm) draw in the stored log
+    "git_allow_local": True,  # jobs may name repositories by a local path or file:// URL on the server
 }
 
 

@@ -7,15 +7,17 @@ each part is one container labelled with the site, the job and the rank.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
-from kqi import jobs
+from kqi import job_sources, jobs, site_settings
+from kqi.errors import ServiceError
 from kqi.models import Job, JobPart, JobStatus, Node, utcnow
 from kqi.nodes import (LABEL_JOB, LABEL_KIND, LABEL_RANK, LABEL_SITE, ContainerSpec, ContainerState, NodeDriver,
                        NodeError)
@@ -58,13 +60,18 @@ def gang_env(job: Job, rank: int) -> dict[str, str]:
 
 def container_env(job: Job, part: JobPart) -> dict[str, str]:
     env = dict(job.env or {})
+    env.update(site_settings.proxy_env(object_session(job)))
     env.update(gpu_env(list(part.gpu_indices or [])))
     env.update(gang_env(job, part.rank))
     env.update({"TRAINING_ID": str(job.id), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
+    env.update(job_sources.contract_env(object_session(job), job))
     return env
 
 
-def spec_for(job: Job, part: JobPart, ctx: RunContext) -> ContainerSpec:
+def spec_for(job: Job, part: JobPart, ctx: RunContext,
+             shipment: job_sources.Shipment | None = None) -> ContainerSpec:
+    """The container of one part; `shipment` (job_sources.prepare) adds git, inputs, parents, attachments."""
+    session = object_session(job)
     return ContainerSpec(
         name=container_name(job, part.rank, ctx.site),
         image=job.image,
@@ -76,7 +83,12 @@ def spec_for(job: Job, part: JobPart, ctx: RunContext) -> ContainerSpec:
         gpu_indices=tuple(part.gpu_indices or ()),
         nvidia_runtime=part.node.nvidia_runtime,
         host_network=job.nodes > 1,
-        archives=(kqi_folders_archive(),),
+        archives=(kqi_folders_archive(path for path, _ in shipment.readonly) if shipment else kqi_folders_archive(),
+                  *(shipment.archives if shipment else ())),
+        readonly=tuple(shipment.readonly) if shipment else (),
+        registry_auth=job_sources.registry_auth(session, job),
+        pull=job_sources.pull_requested(job),
+        progress=job_sources.PullProgress(ctx.instance, job.id),
     )
 
 
@@ -98,16 +110,25 @@ def start(session: Session, ctx: RunContext, job: Job) -> None:
         jobs.transition(session, job.id, JobStatus.STARTING, JobStatus.USER_CANCELED, reason="halted by user")
         session.commit()
         return
+    shipment = None
     try:
-        for part in job.parts:
-            part.container_id = ctx.driver(part.node).start(spec_for(job, part, ctx))
-    except NodeError as exc:
+        shipment = job_sources.prepare(session, ctx.instance, job)
+        specs = [spec_for(job, part, ctx, shipment) for part in job.parts]
+        for part, spec in zip(job.parts, specs):
+            part.container_id = ctx.driver(part.node).start(spec)
+        master = job.parts[0]
+        job_sources.record_provenance(session, job, specs[0].env, ctx.driver(master.node).image_identity(job.image))
+    except (NodeError, ServiceError) as exc:
         log.warning("job %s could not start: %s", job.id, exc)
         _discard(ctx, job)
         session.rollback()
         jobs.transition(session, job.id, JobStatus.STARTING, JobStatus.ERROR, reason=str(exc)[:2000])
         session.commit()
         return
+    finally:
+        if shipment is not None:
+            shipment.discard()
+        job_sources.PullProgress(ctx.instance, job.id).clear()
     session.flush()
     jobs.transition(session, job.id, JobStatus.STARTING, JobStatus.RUNNING)
     session.commit()
@@ -139,26 +160,26 @@ def _outcome(states: list[ContainerState]) -> tuple[JobStatus, str, int | None] 
 
 
 class _NodeStates:
-    """One listing of this site's containers per node, for one watch pass."""
+    """The heartbeat's listing of this site's containers on each node that answered, for one watch
+    pass. A container counts for a job's part only on the node that part is placed on; any other
+    (a job that ended or was requeued while its node was away, a crash between collect and remove)
+    is a leftover."""
 
-    def __init__(self, session: Session, ctx: RunContext):
+    def __init__(self, session: Session, ctx: RunContext, listings: dict[int, list[ContainerState]]):
         self.ctx = ctx
-        self.reachable: set[int] = set()
+        self.reachable: set[int] = set(listings)
         self.by_part: dict[tuple[int, int], ContainerState] = {}
-        self.where: dict[tuple[int, int], Node] = {}
-        for node in session.scalars(select(Node).order_by(Node.name)):
-            try:
-                found = ctx.driver(node).containers(ctx.site)
-            except NodeError as exc:
-                log.warning("node %s: %s", node.name, exc)
-                node.last_error = str(exc)[:1000]
-                continue
-            node.last_error = ""
-            self.reachable.add(node.id)
+        self.leftovers: list[tuple[int, ContainerState]] = []
+        rows = session.execute(select(JobPart.job_id, JobPart.rank, JobPart.node_id)
+                               .join(Job, Job.id == JobPart.job_id).where(Job.status.in_(jobs.ACTIVE)))
+        placed = {(job_id, rank): node_id for job_id, rank, node_id in rows}
+        for node_id, found in listings.items():
             for state in found:
-                self.by_part[(state.job_id, state.rank)] = state
-                self.where[(state.job_id, state.rank)] = node
-        session.commit()
+                key = (state.job_id, state.rank)
+                if placed.get(key) == node_id:
+                    self.by_part[key] = state
+                else:
+                    self.leftovers.append((node_id, state))
 
     def refresh(self, job: Job) -> list[ContainerState | None]:
         for node in {part.node for part in job.parts}:
@@ -171,18 +192,19 @@ class _NodeStates:
         return [self.by_part.get((job.id, part.rank)) for part in job.parts]
 
 
-def _collect(ctx: RunContext, job: Job, states: list[ContainerState]) -> None:
-    """Keep the logs (every rank) and rank 0's /kqi/output, then remove the containers."""
+def _collect(ctx: RunContext, job: Job, states: list[ContainerState]) -> list[str]:
+    """Keep the logs (every rank) and rank 0's /kqi/output; return the output entries refused
+    (unsafe or not allowed names). The containers stay until the job's end is committed."""
     files = JobFiles(ctx.instance, job.id)
+    refused = []
     for part, state in zip(job.parts, states):
         driver = ctx.driver(part.node)
         files.write_log(driver.logs(state.container_id), rank=part.rank)
         if part.rank == 0:
             refused = files.store_output(driver.archive(state.container_id, OUTPUT_DIR), OUTPUT_PREFIX)
             if refused:
-                log.warning("job %s: refused %d unsafe output entries: %s", job.id, len(refused), refused[:5])
-    for part, state in zip(job.parts, states):
-        ctx.driver(part.node).remove(state.container_id)
+                log.warning("job %s: refused %d output entries: %s", job.id, len(refused), refused[:5])
+    return refused
 
 
 def _finish(session: Session, ctx: RunContext, nodes: _NodeStates, job: Job, states: list[ContainerState],
@@ -195,12 +217,20 @@ def _finish(session: Session, ctx: RunContext, nodes: _NodeStates, job: Job, sta
                     ctx.driver(part.node).stop(state.container_id, ctx.stop_grace_s)
             states = nodes.refresh(job)
         status, reason, exit_code = decided or _outcome(states) or (JobStatus.KILLED, "stopped", None)
-        _collect(ctx, job, states)
+        refused = _collect(ctx, job, states)
     except NodeError as exc:
         log.warning("finishing job %s failed, will retry: %s", job.id, exc)
         return False
+    job_sources.record_refused_outputs(session, job, refused)
     jobs.transition(session, job.id, JobStatus.RUNNING, status, exit_code=exit_code, reason=reason)
     session.commit()
+    # Removed only now: a server killed before the commit finds the containers again and ends the
+    # job in its true state; one killed after it leaves them as leftovers, removed on a later pass.
+    for part, state in zip(job.parts, states):
+        try:
+            ctx.driver(part.node).remove(state.container_id)
+        except NodeError:
+            pass
     return True
 
 
@@ -223,23 +253,36 @@ def _watch_job(session: Session, ctx: RunContext, nodes: _NodeStates, job: Job) 
     return False
 
 
-def watch(session: Session, ctx: RunContext) -> int:
-    """Bring every running job up to date with its containers; return how many ended."""
-    nodes = _NodeStates(session, ctx)
+def watch(session: Session, ctx: RunContext, listings: dict[int, list[ContainerState]],
+          until: float | None = None) -> int | None:
+    """Bring every running job up to date with its containers (as the heartbeat listed them, per
+    node id that answered); remove leftovers; return how many jobs ended, or None when time ran out
+    (`until`, monotonic) first. Jobs on a node that did not answer are left alone
+    (kqi/node_health.py ends them once the node is lost)."""
+    nodes = _NodeStates(session, ctx, listings)
     running = [job for job in jobs.active(session) if job.status == JobStatus.RUNNING]
     ended = 0
     for job in running:
+        if until is not None and time.monotonic() > until:
+            return None
         if all(part.node_id in nodes.reachable for part in job.parts):
             ended += _watch_job(session, ctx, nodes, job)
-    active_ids = {job.id for job in jobs.active(session)}
-    for key, state in nodes.by_part.items():
-        if state.job_id not in active_ids:
-            # Left by a crash between collecting and removing, or by a job that ended elsewhere.
-            try:
-                ctx.driver(nodes.where[key]).remove(state.container_id)
-            except NodeError:
-                pass
+    for node_id, state in nodes.leftovers:
+        try:
+            ctx.driver(session.get(Node, node_id)).remove(state.container_id)
+        except NodeError:
+            pass  # tried again on the next pass
     return ended
+
+
+def discard_parts(ctx: RunContext, job: Job, skip_nodes: set[int]) -> None:
+    """Remove a job's containers except on `skip_nodes` (nodes that do not answer), best effort."""
+    for part in job.parts:
+        if part.container_id and part.node_id not in skip_nodes:
+            try:
+                ctx.driver(part.node).remove(part.container_id)
+            except NodeError:
+                pass  # removed as a leftover once the node answers
 
 
 # Reading a job's log and outputs: live from its node while it runs, from storage after.

@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, object_session, selectinload
 
+from kqi import accounting, job_sources, notify
 from kqi import validation as v
 from kqi.accounts import Principal
 from kqi.errors import Conflict, NotFound, ServiceError
@@ -26,7 +27,7 @@ RESERVED_ENV = frozenset({
     "no_proxy",
 })
 SUBMIT_FIELDS = ("name", "image", "command", "cpu", "memory_gb", "gpu", "env", "memo", "time_limit_s",
-                 "priority", "partition", "nodes")
+                 "priority", "partition", "nodes", "requeue_on_node_loss", *job_sources.SUBMIT_FIELDS)
 MAX_GANG = 64
 MAX_CPU, MAX_MEMORY_GB, MAX_GPU = 1024, 16384, 64
 MAX_TIME_LIMIT_S = 90 * 24 * 3600
@@ -63,7 +64,15 @@ def parse_submission(body: Any) -> dict[str, Any]:
         "priority": PRIORITIES[priority],
         "partition": v.text(body, "partition", max_len=64),
         "nodes": nodes,
+        "requeue_on_node_loss": _flag(body, "requeue_on_node_loss"),
     }
+
+
+def _flag(body: Any, field: str) -> bool:
+    value = body.get(field, False)
+    if not isinstance(value, bool):
+        raise ServiceError(f"{field} must be true or false", field=field)
+    return value
 
 
 def submit(session: Session, principal: Principal, body: Any, kind: str = "training") -> Job:
@@ -71,6 +80,7 @@ def submit(session: Session, principal: Principal, body: Any, kind: str = "train
               **parse_submission(body))
     session.add(job)
     session.flush()
+    job_sources.attach(session, principal, job, body)  # dataset, git commit, parents: pinned now
     return job
 
 
@@ -90,13 +100,20 @@ def page(session: Session, principal: Principal, page_no: int, per_page: int, st
         except ValueError:
             raise ServiceError(f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status") from None
     total = session.scalar(select(func.count()).select_from(query.subquery()))
-    jobs = session.scalars(query.order_by(Job.id.desc()).offset((page_no - 1) * per_page).limit(per_page))
+    # What as_dict reads, loaded in a few queries for the whole page instead of several per job.
+    eager = (joinedload(Job.tenant), joinedload(Job.user), selectinload(Job.parts).joinedload(JobPart.node),
+             selectinload(Job.source))
+    jobs = session.scalars(query.options(*eager).order_by(Job.id.desc()).offset((page_no - 1) * per_page).limit(per_page))
     return list(jobs), total
 
 
 def request_halt(session: Session, principal: Principal, job_id: int) -> Job:
     """Stop a job: a queued one at once; a started one by the scheduler, which owns its container."""
-    job = get(session, principal, job_id)
+    return halt(session, get(session, principal, job_id))
+
+
+def halt(session: Session, job: Job) -> Job:
+    """request_halt for a job already found (an administrator's kill reaches any tenant's)."""
     if job.status == JobStatus.QUEUED and transition(session, job.id, JobStatus.QUEUED, JobStatus.USER_CANCELED, reason="halted by user"):
         session.refresh(job)
         return job
@@ -106,6 +123,16 @@ def request_halt(session: Session, principal: Principal, job_id: int) -> Job:
     session.execute(update(Job).where(Job.id == job.id).values(halt_requested=True))
     session.refresh(job)
     return job
+
+
+def remove(session: Session, principal: Principal, job_id: int) -> None:
+    """Forget an ended job (its usage record stays); the caller removes its files after commit."""
+    job = get(session, principal, job_id)
+    if not job.status.finished:
+        raise Conflict(f"job {job.id} is {job.status.value}: halt it first")
+    job_sources.refuse_if_parent(session, job)
+    session.delete(job)
+    session.flush()
 
 
 def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatus, **values: Any) -> bool:
@@ -127,6 +154,9 @@ def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatu
         return False
     if new.finished or new == JobStatus.QUEUED:
         session.execute(delete(GpuAllocation).where(GpuAllocation.job_id == job_id))
+    if new.finished:  # in the same transaction: an ended job always has its usage and notices
+        accounting.record_usage(session, job_id)
+        notify.queue_job_end(session, job_id)
     if new == JobStatus.QUEUED:  # back to the queue: it will be placed afresh
         session.execute(delete(JobPart).where(JobPart.job_id == job_id))
     return True
@@ -163,9 +193,11 @@ def as_dict(job: Job) -> dict[str, Any]:
         "queue_position": job.queue_position,
         "pending_reasons": list(job.pending_reasons or []),
         "halt_requested": job.halt_requested,
+        "requeue_on_node_loss": job.requeue_on_node_loss,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "completed_at": _iso(job.completed_at),
+        **job_sources.as_dict(object_session(job), job),
     }
 
 

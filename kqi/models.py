@@ -62,6 +62,9 @@ class Tenant(db.Model):
     quota_cpu_milli: Mapped[int | None] = mapped_column(Integer, nullable=True)
     quota_memory_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
     quota_gpu_milli: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Notebook lifetime policy: the lifetime a notebook gets unless asked otherwise, and the most it may ask.
+    notebook_default_hours: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    notebook_max_hours: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -118,9 +121,21 @@ class Node(db.Model):
     # How containers on other nodes reach this one (gang jobs' MASTER_ADDR).
     address: Mapped[str] = mapped_column(String(255), default="")
     nvidia_runtime: Mapped[bool] = mapped_column(Boolean, default=False)
-    schedulable: Mapped[bool] = mapped_column(Boolean, default=True)
+    schedulable: Mapped[bool] = mapped_column(Boolean, default=True)  # kept equal to state == Ready
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The node layer (kqi/node_health.py): the state shown, the one the admin chose, how it answers.
+    state: Mapped[str] = mapped_column(String(20), default="Ready")
+    admin_state: Mapped[str] = mapped_column(String(16), default="Ready")  # Ready, Draining, Disabled
+    credentials_sealed: Mapped[str] = mapped_column(Text, default="")  # TLS / SSH keys, sealed JSON
+    ssh_host_key_fingerprint: Mapped[str] = mapped_column(String(128), default="")
+    host_key_confirmed: Mapped[bool] = mapped_column(Boolean, default=True)
+    tenants: Mapped[list | None] = mapped_column(JSON, nullable=True)  # None: public
+    allow_notebooks: Mapped[bool] = mapped_column(Boolean, default=True)
+    allow_tensorboard: Mapped[bool] = mapped_column(Boolean, default=True)
+    gpu_source: Mapped[str] = mapped_column(String(16), default="declared")  # or "nvidia-smi"
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    down_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Job(db.Model):
@@ -149,6 +164,7 @@ class Job(db.Model):
     reason: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     halt_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    requeue_on_node_loss: Mapped[bool] = mapped_column(Boolean, default=False)  # else Killed, "node lost"
     queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pending_reasons: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -208,3 +224,12 @@ class GpuAllocation(db.Model):
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
     gpu_index: Mapped[int] = mapped_column(Integer)
     milli: Mapped[int] = mapped_column(Integer)
+
+
+from kqi import models_admin  # noqa: E402,F401  (site settings, audit, usage, notifications)
+
+
+from kqi import models_data  # noqa: E402,F401  (data, datasets, git, registries, job sources)
+
+
+from kqi import models_nodes  # noqa: E402,F401  (GPUs, node events, the scheduler lease)

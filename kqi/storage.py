@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 LOG_NAME = "stdout_stderr.log"
+# Output names kept, as KAMONOHASHI allowed them: others are refused on collection and reported.
+OUTPUT_NAME = re.compile(r"^[-_0-9a-zA-Z/.]+$")
+OUTPUT_NAME_RULE = "letters, digits, '-', '_', '.' and '/'"
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class JobFiles:
         with open_stream(chunks) as archive:
             for member in archive:
                 path = safe_member_path(member.name, prefix)
-                if path is None or not (member.isfile() or member.isdir()):
+                if path is None or not (member.isfile() or member.isdir()) or (path and not OUTPUT_NAME.match(path)):
                     refused.append(member.name)
                     continue
                 target = staging / path
@@ -151,11 +155,15 @@ class JobFiles:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def kqi_folders_archive() -> bytes:
-    """A tar that creates the empty /kqi folders of the job contract inside a container."""
+def kqi_folders_archive(mounted: Iterable[str] = ()) -> bytes:
+    """A tar that creates the empty /kqi folders of the job contract inside a container, but for
+    the `mounted` ones (read-only volumes, which the engine refuses to unpack onto)."""
     buffer = io.BytesIO()
+    skip = {path.strip("/") for path in mounted}
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for folder in ("kqi", "kqi/git", "kqi/input", "kqi/output", "kqi/parent", "kqi/attach"):
+            if folder in skip:
+                continue
             info = tarfile.TarInfo(folder)
             info.type = tarfile.DIRTYPE
             info.mode = 0o777 if folder == "kqi/output" else 0o755

@@ -57,6 +57,9 @@ need util-linux       "nsenter"                     have_cmd nsenter
 need util-linux       "runuser"                     have_cmd runuser
 need ca-certificates  "CA certificates"             test -s /etc/ssl/certs/ca-certificates.crt
 need tar              "tar"                         have_cmd tar
+need debootstrap      "debootstrap (Debian test image)" have_exe /usr/sbin/debootstrap
+need git              "git, git-http-backend"       have_exe /usr/lib/git-core/git-http-backend
+need docker-registry  "docker-registry (image pulls with auth)" have_exe /usr/bin/docker-registry
 
 if [[ ${#missing_pkgs[@]} -eq 0 ]]; then
     exit 0

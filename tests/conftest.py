@@ -34,7 +34,7 @@ def make_app(tmp_path, database_url: str = "", **overrides):
     app = create_app(settings)
     app.config["TESTING"] = True
     with app.app_context():
-        upgrade(directory=app.extensions["migrate"].directory, revision="heads")
+        upgrade(directory=app.extensions["migrate"].directory, revision="head")
     return app
 
 
@@ -78,6 +78,15 @@ class ApiClient:
 
     def post(self, url, **kw):
         return self.client.post(url, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def put(self, url, **kw):
+        return self.client.put(url, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def delete(self, url, **kw):
+        return self.client.delete(url, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def open(self, url, method, **kw):
+        return self.client.open(url, method=method, headers=self._headers(kw.pop("headers", None)), **kw)
 
 
 class Factory:

@@ -242,7 +242,7 @@ def test_training_list_updates_live_and_nodes_page_lists_the_nodes(page, cluster
     expect(table.locator("tbody tr td:first-child")).to_have_text(["node1", "node2"])
     gpu_col = [h.lower() for h in headers.all_inner_texts()].index("gpus used / total")
     expect(table.locator(f"tbody tr td:nth-child({gpu_col + 1})")).to_have_text([re.compile(r"^0(\.0)? / 2$")] * 2)
-    expect(table.locator("tbody .status")).to_have_text(["ready", "ready"])
+    expect(table.locator("tbody .status")).to_have_text(["Ready", "Ready"])
     mark_no_reload(page)
     with page.expect_response(is_nodes_poll, timeout=10_000):  # the table's 5 s refresh: still there
         pass
@@ -271,13 +271,13 @@ def test_admin_registering_a_node_with_a_bad_url_sees_an_inline_error(page, live
     form.locator("input[name=gpus]").fill("1")
     form.locator("button:has-text('Register')").click()
     error = page.get_by_role("alert")
-    expect(error).to_have_text("url must start with unix:// or tcp://")
+    expect(error).to_have_text("url must start with unix:// or tcp:// or ssh://")
     expect(form.locator("input[name=name]")).to_have_value("node9")
     expect(form.locator("input[name=url]")).to_have_value("ftp://example.invalid/docker")
     expect(form.locator("input[name=gpus]")).to_have_value("1")
     shot(page, "06-nodes-register-error")
     with page.expect_response(is_nodes_poll, timeout=10_000):  # the table's refresh leaves the form alone
         pass
-    expect(error).to_have_text("url must start with unix:// or tcp://")
+    expect(error).to_have_text("url must start with unix:// or tcp:// or ssh://")
     expect(form.locator("input[name=name]")).to_have_value("node9")
     expect(page.locator("#nodes")).not_to_contain_text("node9")

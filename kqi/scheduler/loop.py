@@ -8,19 +8,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
-from kqi import job_runner
+from kqi import job_runner, node_health, node_registry, notify
 from kqi.extensions import db
 from kqi.models import Node
-from kqi.nodes import NodeDriver, driver_for
+from kqi.nodes import ContainerState, NodeDriver, NodeError, driver_for
 from kqi.scheduler import snapshot
+from kqi.scheduler.lease import SchedulerLease
 from kqi.scheduler.plan import plan
 
 log = logging.getLogger(__name__)
 TICK_JOB = "kqi-scheduler-tick"
+MIN_REST_S, MAX_REST_S = 0.05, 5.0  # rest between back-to-back ticks: none below the first, at most the second
+# Watching (collecting ended jobs) and starting containers each stop after this long in one tick and
+# go on in the next one at once, so the heartbeat (the start of every tick) is never long delayed.
+PHASE_BUDGET_S = 5.0
 
 
 class SchedulerService:
@@ -30,18 +35,38 @@ class SchedulerService:
         self.interval_s = float(settings["scheduler_interval_s"])
         self.timeout_s = int(settings["docker_timeout_s"])
         self.stop_grace_s = int(settings["stop_grace_s"])
-        self._drivers: dict[str, NodeDriver] = {}
+        self.grace_s = float(settings["node_offline_grace_s"])
+        self.requeue_default = bool(settings["requeue_on_node_loss"])
+        # node id -> (what the driver was made from, driver); heartbeats use drivers with a short timeout
+        self._drivers: dict[int, tuple[tuple, NodeDriver]] = {}
+        self._probe_drivers: dict[int, tuple[tuple, NodeDriver]] = {}
+        self.prober = node_health.Prober(float(settings["heartbeat_timeout_s"]))
+        self.gpu_refresh_s = float(settings["gpu_refresh_s"])
+        self._gpus_read: dict[int, float] = {}  # node id -> when nvidia-smi was last asked (monotonic)
+        self.lease = SchedulerLease(settings["scheduler_lease_s"])
         self._wake = threading.Event()
+        self._rest_until = 0.0  # monotonic time before which a wake leaves the next tick where it is (see _run)
         self._lock = threading.Lock()  # one tick at a time, whoever calls it
         self._scheduler: BackgroundScheduler | None = None
+        self.notifier = notify.Notifier(app)
 
     # -- reaching nodes
 
-    def driver(self, node: Node) -> NodeDriver:
-        driver = self._drivers.get(node.url)
-        if driver is None:
-            driver = self._drivers[node.url] = driver_for(node.url, timeout_s=self.timeout_s)
+    @staticmethod
+    def _cached(cache: dict[int, tuple[tuple, NodeDriver]], node: Node, timeout_s: float) -> NodeDriver:
+        """One driver per node, replaced when its URL, keys or pinned host key change."""
+        made_from = (node.url, node.credentials_sealed, node.ssh_host_key_fingerprint, node.host_key_confirmed)
+        cached = cache.get(node.id)
+        if cached is not None and cached[0] == made_from:
+            return cached[1]
+        if cached is not None:
+            cached[1].close()
+        driver = driver_for(node.url, timeout_s=timeout_s, credentials=node_registry.credentials(node))
+        cache[node.id] = (made_from, driver)
         return driver
+
+    def driver(self, node: Node) -> NodeDriver:
+        return self._cached(self._drivers, node, self.timeout_s)
 
     def run_context(self) -> job_runner.RunContext:
         return job_runner.RunContext(instance=self.app.instance_path, site=self.app.config["KQI_SITE"],
@@ -60,15 +85,24 @@ class SchedulerService:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
-        for driver in self._drivers.values():
-            driver.close()
-        self._drivers.clear()
+        self.notifier.shutdown()
+        self.prober.shutdown()
+        for cache in (self._drivers, self._probe_drivers):
+            for _made_from, driver in cache.values():
+                driver.close()
+            cache.clear()
+        if self.lease.held:
+            with self.app.app_context():
+                try:
+                    self.lease.release(db.session)
+                finally:
+                    db.session.remove()
 
     def wake(self) -> None:
         """Run a tick now (or right after the one in progress)."""
         self._wake.set()
-        if self._lock.locked():
-            return  # the tick in progress sees the flag and runs once more
+        if self._lock.locked() or time.monotonic() < self._rest_until:
+            return  # the tick in progress, or the one after the rest, sees the flag
         if self._scheduler is not None:
             try:
                 self._scheduler.modify_job(TICK_JOB, next_run_time=datetime.now(timezone.utc))
@@ -78,24 +112,46 @@ class SchedulerService:
     def _run(self) -> None:
         while True:
             self._wake.clear()
+            began = time.monotonic()
             self.tick()
             if not self._wake.is_set():
                 return
+            # Woken during the tick (a burst of submits): the next tick comes after a rest as long as
+            # this one took, so planning a long queue takes at most half of the process from the
+            # requests that feed it. Short ticks (an ordinary queue) follow at once.
+            rest = min(time.monotonic() - began, MAX_REST_S)
+            if rest < MIN_REST_S or self._scheduler is None:
+                continue
+            self._rest_until = time.monotonic() + rest
+            try:
+                self._scheduler.modify_job(TICK_JOB, next_run_time=datetime.now(timezone.utc) + timedelta(seconds=rest))
+            except Exception:  # shutting down
+                log.debug("rest ignored", exc_info=True)
+            return
 
     def tick(self) -> None:
         with self._lock, self.app.app_context():
             try:
-                self._start_placed()
-                if self._watch():
-                    self._start_placed()  # what ended freed room for the queue
+                if not self.lease.hold(db.session):
+                    return  # another server process schedules
+                listings = self._heartbeat()
+                ctx = self.run_context()
+                node_health.end_jobs_on_lost_nodes(db.session, self.grace_s, self.requeue_default,
+                                                   lambda job, lost: job_runner.discard_parts(ctx, job, lost))
+                if job_runner.watch(db.session, ctx, listings, until=time.monotonic() + PHASE_BUDGET_S) is None:
+                    self._wake.set()
+                if not self._start_placed(until=time.monotonic() + PHASE_BUDGET_S):
+                    self._wake.set()
+                self.notifier.kick()  # job-end notices go out on their own thread
             except Exception:
                 log.exception("scheduler tick failed")
                 db.session.rollback()
             finally:
                 db.session.remove()
 
-    def _start_placed(self) -> None:
-        """Plan the queue, write the plan, start what it placed (and any start left by a crash)."""
+    def _start_placed(self, until: float) -> bool:
+        """Plan the queue, write the plan, start what it placed (and any start left by a crash);
+        False when time ran out (`until`, monotonic) before every placed job was started."""
         session = db.session
         snap = snapshot.read(session, now=time.time())
         result = plan(snap.state)
@@ -103,8 +159,31 @@ class SchedulerService:
         session.commit()
         ctx = self.run_context()
         for job in job_runner.jobs_starting(session):
+            if time.monotonic() > until:
+                return False
+            if not self.lease.hold(session):
+                return True  # a slow tick outlived the lease: the process that took it over starts the rest
+            if any(part.node.down_since is not None for part in job.parts):
+                continue  # its node missed a heartbeat: start it when it answers, or lose it with the node
             job_runner.start(session, ctx, job)
+        return True
 
-    def _watch(self) -> int:
-        return job_runner.watch(db.session, self.run_context())
+    def _heartbeat(self) -> dict[int, list[ContainerState]]:
+        """Ping every node at once (listing its containers), record what it says; the listings."""
+        session = db.session
+        nodes = node_health.probed_nodes(session)
+        targets, outcomes = [], {}
+        for node in nodes:
+            try:
+                targets.append((node, self._cached(self._probe_drivers, node, self.prober.timeout_s)))
+            except (NodeError, ValueError) as exc:  # keys that cannot be unsealed or used
+                outcomes[node.id] = node_health.Outcome(error=NodeError(str(exc)))
+        now = time.monotonic()
+        gpus_due = {node.id for node in nodes if node.gpu_source == "nvidia-smi"
+                    and now - self._gpus_read.get(node.id, float("-inf")) >= self.gpu_refresh_s}
+        outcomes.update(self.prober.probe(targets, self.app.config["KQI_SITE"], gpus_due))
+        self._gpus_read.update(dict.fromkeys(gpus_due, now))
+        node_health.record_heartbeats(session, nodes, outcomes, self.grace_s)
+        session.commit()
+        return {node_id: o.listing for node_id, o in outcomes.items() if o.listing is not None}
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from kqi import jobs
+from kqi import jobs, node_registry
 from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, Tenant
 from kqi.scheduler.model import (
     WHOLE_GPU,
@@ -74,14 +74,16 @@ def _usage_spans(session: Session, tenant_names: dict[int, str], now: float):
 
 def read(session: Session, now: float) -> Snapshot:
     nodes = list(session.scalars(select(Node).order_by(Node.name)))
+    gpus = node_registry.gpus_of(session)
     views = tuple(
         NodeView(
             name=node.name,
             cpu_milli=node.cpu_milli,
             memory_mib=node.memory_mib,
-            gpus=tuple(GpuView(index=i) for i in range(node.gpu_count)),
-            labels=frozenset({node.partition} if node.partition else ()),
+            gpus=tuple(GpuView(index=g.gpu_index, model=g.model, busy=g.busy) for g in gpus.get(node.id, ())),
+            labels=frozenset(node_registry.labels(node, gpus.get(node.id, []))),
             schedulable=node.schedulable,
+            tenants=None if node.tenants is None else frozenset(node.tenants),
         )
         for node in nodes
     )

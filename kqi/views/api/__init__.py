@@ -81,9 +81,11 @@ def http_error(exc: HTTPException):
 
 @blueprint.errorhandler(Exception)
 def internal_error(exc: Exception):
+    if isinstance(exc, HTTPException):  # e.g. 413 from reading a body: this handler outranks the app's
+        return http_error(exc)
     db.session.rollback()
     log.exception("API error")
     return error_response(500, "internal", "internal error; the server log has the details")
 
 
-from kqi.views.api import account, admin, training  # noqa: E402,F401  (register their routes)
+from kqi.views.api import account, admin, data, datasets, nodes, openapi, runs, site, sources, training, users  # noqa: E402,F401  (register their routes)

@@ -1,13 +1,15 @@
-"""Administration: tenants and their quotas, nodes."""
+"""Administration: tenants and their quotas (nodes: kqi/views/api/nodes.py)."""
 from __future__ import annotations
 
-from flask import current_app, jsonify, url_for
+from flask import jsonify, request, url_for
 
-from kqi import accounts, jobs, node_registry
+from kqi import accounts
 from kqi.errors import NotFound
 from kqi.extensions import db
 from kqi.models import Tenant
-from kqi.views.api import blueprint, created, json_body, require_admin, scheduler
+from kqi.validation import paging
+from kqi.views.api import blueprint, created, json_body, paged, require_admin, scheduler
+from kqi.views.api.openapi import NULLABLE_INTEGER, NULLABLE_NUMBER, PAGING, body, obj, ok, op, page_of, path_id
 
 
 @blueprint.post("/admin/tenants")
@@ -21,7 +23,9 @@ def create_tenant():
 @blueprint.get("/admin/tenants")
 def list_tenants():
     require_admin()
-    return jsonify({"items": [accounts.tenant_dict(t) for t in accounts.all_tenants(db.session)]})
+    page_no, per_page = paging(request.args)
+    items, total = accounts.tenants_page(db.session, page_no, per_page)
+    return paged([accounts.tenant_dict(t) for t in items], total, page_no, per_page)
 
 
 @blueprint.get("/admin/tenants/<int:tenant_id>")
@@ -42,23 +46,24 @@ def update_tenant(tenant_id: int):
     return jsonify(accounts.tenant_dict(tenant))
 
 
-
-@blueprint.post("/admin/nodes")
-def register_node():
-    require_admin()
-    node = node_registry.register(db.session, json_body(), timeout_s=current_app.config["KQI"]["docker_timeout_s"])
-    db.session.commit()
-    return created(node_registry.as_dict(node), url_for("api.get_node", node_id=node.id))
-
-
-@blueprint.get("/admin/nodes")
-def list_nodes():
-    require_admin()
-    return jsonify({"items": node_registry.listing(db.session)})
-
-
-@blueprint.get("/admin/nodes/<int:node_id>")
-def get_node(node_id: int):
-    require_admin()
-    node = node_registry.get(db.session, node_id)
-    return jsonify(node_registry.as_dict(node, jobs.node_usage(db.session).get(node.id)))
+QUOTA = obj({"cpu": NULLABLE_NUMBER, "memory_gb": NULLABLE_NUMBER, "gpu": NULLABLE_NUMBER}, required=[],
+            description="cores, GB and GPUs the tenant's jobs may hold at once; null: unlimited")
+TENANT = obj({"id": {"type": "integer"}, "name": {"type": "string"}, "display_name": {"type": "string"},
+              "quota": QUOTA, "notebook_default_hours": NULLABLE_INTEGER, "notebook_max_hours": NULLABLE_INTEGER})
+TENANT_FIELDS = {"display_name": {"type": "string", "maxLength": 128}, "quota": QUOTA,
+                 "notebook_default_hours": NULLABLE_INTEGER, "notebook_max_hours": NULLABLE_INTEGER}
+TENANT_ID = [path_id("tenant_id")]
+ADMIN = ["admin"]
+PATHS = {
+    "/admin/tenants": {
+        "post": op("Create a tenant (administrators)", ok(TENANT, "Created", 201), tags=ADMIN,
+                   request=body(obj({"name": {"type": "string", "pattern": "^[0-9a-z-]{1,64}$"}, **TENANT_FIELDS},
+                                    required=["name"]))),
+        "get": op("List tenants (administrators)", ok(page_of(TENANT)), tags=ADMIN, parameters=PAGING),
+    },
+    "/admin/tenants/{tenant_id}": {
+        "get": op("One tenant (administrators)", ok(TENANT), tags=ADMIN, parameters=TENANT_ID),
+        "put": op("Change a tenant's display name, quota or notebook policy (administrators)", ok(TENANT),
+                  tags=ADMIN, parameters=TENANT_ID, request=body(obj(TENANT_FIELDS, required=[]))),
+    },
+}

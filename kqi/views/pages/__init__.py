@@ -7,8 +7,9 @@ from functools import wraps
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from werkzeug.exceptions import BadRequest, default_exceptions
 
-from kqi import accounts
+from kqi import accounts, ratelimit
 from kqi.errors import ServiceError
 from kqi.extensions import db, login_manager
 from kqi.models import User
@@ -55,6 +56,13 @@ def member_page(view):
     return wrapped
 
 
+@blueprint.errorhandler(ServiceError)
+def service_error(exc: ServiceError):
+    """A service's refusal that no page turned into an inline error (another tenant's object: 404)."""
+    db.session.rollback()
+    return default_exceptions.get(exc.status, BadRequest)(exc.message)
+
+
 @blueprint.app_template_filter("num")
 def number(value) -> str:
     """2.0 -> "2", 0.25 -> "0.25", 15.999 -> "16": amounts read as people write them."""
@@ -72,20 +80,25 @@ def inject_principal():
 
 @blueprint.route("/login", methods=["GET", "POST"])
 def login():
-    error = None
+    error, status = None, 200
     form = request.form
     if request.method == "POST":
+        username, ip = form.get("username", ""), request.remote_addr or ""
+        limiter = ratelimit.for_app(current_app)
         try:
-            who = accounts.authenticate(db.session, form.get("username", ""), form.get("password", ""),
-                                        form.get("tenant") or None)
+            limiter.check(username, ip)
+            who = accounts.authenticate(db.session, username, form.get("password", ""), form.get("tenant") or None)
         except ServiceError as exc:
-            error = exc.message
+            error, status = exc.message, (exc.status if exc.status == 429 else 401)
+            if exc.status == 401:
+                limiter.failed(username, ip)
         else:
+            limiter.succeeded(username, ip)
             login_user(who.user)
             session["tenant"] = who.tenant.name
             target = request.args.get("next", "")
             return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("pages.training_list"))
-    return render_template("login.html", error=error, form=form), (401 if error else 200)
+    return render_template("login.html", error=error, form=form), status
 
 
 @blueprint.post("/logout")
@@ -101,4 +114,4 @@ def home():
 
 
 
-from kqi.views.pages import nodes, training  # noqa: E402,F401  (register their pages)
+from kqi.views.pages import admin, data, nodes, training  # noqa: E402,F401  (register their pages)

@@ -5,7 +5,7 @@ import io
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
-from kqi import job_runner, jobs
+from kqi import job_runner, job_sources, jobs
 from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.models import JobStatus
@@ -41,7 +41,8 @@ def _form_body(form) -> dict:
             raise ServiceError(f"env: write one NAME=value per line ({line.strip()[:40]!r} has no '=')", field="env")
         env[key.strip()] = value
     body["env"] = env
-    return {k: v for k, v in body.items() if v not in ("", None) or k in ("name", "image", "command", "cpu", "memory_gb")}
+    body = {k: v for k, v in body.items() if v not in ("", None) or k in ("name", "image", "command", "cpu", "memory_gb")}
+    return {**body, **job_sources.form_fields(form)}
 
 
 @blueprint.route("/training/new", methods=["GET", "POST"])
