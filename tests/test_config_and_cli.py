@@ -90,3 +90,12 @@ def test_secrets_are_sealed_with_the_instance_key(sqlite_app):
             other.unseal(sealed)
     key_file = sqlite_app.instance_path + "/encryption_key"
     assert oct(os.stat(key_file).st_mode & 0o777) == "0o600"
+
+
+def test_example_config_documents_every_setting_with_its_default():
+    example = ROOT / "config.example.toml"
+    settings = config.load({"KQI_CONFIG": str(example)})
+    text = example.read_text()
+    for key, default in config.DEFAULTS.items():
+        assert re.search(rf"^{key} = ", text, re.M), f"config.example.toml does not document {key}"
+        assert settings[key] == default, key
