@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -110,25 +110,30 @@ def read(session: Session, now: float) -> Snapshot:
         )
         for job in session.scalars(select(Job).where(Job.status.in_(jobs.ACTIVE)).options(selectinload(Job.parts)))
     )
-    queued = list(session.scalars(select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.id)))
+    # The queue can hold thousands of jobs: plain column rows, not ORM objects (several times faster).
+    queued = session.execute(
+        select(Job.id, Job.tenant_id, Job.created_at, Job.cpu_milli, Job.memory_mib, Job.gpu_milli, Job.partition,
+               Job.priority, Job.time_limit_s, Job.nodes, Job.queue_position, Job.pending_reasons)
+        .where(Job.status == JobStatus.QUEUED).order_by(Job.id)
+    ).all()
     queue = tuple(
         JobRequest(
-            job_id=job.id,
-            tenant=tenant_names[job.tenant_id],
-            submit_time=_epoch(job.created_at),
-            cpu_milli=job.cpu_milli,
-            memory_mib=job.memory_mib,
-            gpu_milli=job.gpu_milli,
-            partition=job.partition or None,
-            priority=job.priority,
-            time_limit_s=job.time_limit_s,
-            nodes=job.nodes,
+            job_id=row.id,
+            tenant=tenant_names[row.tenant_id],
+            submit_time=_epoch(row.created_at),
+            cpu_milli=row.cpu_milli,
+            memory_mib=row.memory_mib,
+            gpu_milli=row.gpu_milli,
+            partition=row.partition or None,
+            priority=row.priority,
+            time_limit_s=row.time_limit_s,
+            nodes=row.nodes,
         )
-        for job in queued
+        for row in queued
     )
     usage = decayed_usage(list(_usage_spans(session, tenant_names, now)), now)
     state = ClusterState(now=now, nodes=views, running=running, queue=queue, quotas=quotas, usage=usage)
-    pending_seen = {job.id: (job.queue_position, tuple(job.pending_reasons or ())) for job in queued}
+    pending_seen = {row.id: (row.queue_position, tuple(row.pending_reasons or ())) for row in queued}
     return Snapshot(state=state, node_ids={node.name: node.id for node in nodes}, pending_seen=pending_seen)
 
 
@@ -180,11 +185,13 @@ def apply(session: Session, snapshot: Snapshot, plan: Plan) -> list[int]:
             started.append(placement.job_id)
         else:
             savepoint.rollback()
-    for pending in plan.pending:
-        shown = (pending.position, tuple(pending.reasons))
-        if snapshot.pending_seen.get(pending.job_id) != shown:
-            session.execute(
-                Job.__table__.update().where(Job.id == pending.job_id, Job.status == JobStatus.QUEUED)
-                .values(queue_position=pending.position, pending_reasons=list(pending.reasons))
-            )
+    changed = [{"pending_id": p.job_id, "position": p.position, "reasons": list(p.reasons)}
+               for p in plan.pending if snapshot.pending_seen.get(p.job_id) != (p.position, tuple(p.reasons))]
+    if changed:  # one executemany: a job starting shifts the position of every job behind it
+        table = Job.__table__
+        session.execute(
+            table.update().where(table.c.id == bindparam("pending_id"), table.c.status == JobStatus.QUEUED)
+            .values(queue_position=bindparam("position"), pending_reasons=bindparam("reasons")),
+            changed,
+        )
     return started
