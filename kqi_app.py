@@ -13,6 +13,7 @@ import sys
 
 from flask_migrate import upgrade
 
+import kqi
 from kqi import create_app
 from kqi.config import ConfigError
 
@@ -65,7 +66,7 @@ def serve(app) -> None:
         pass
     finally:
         server.close()
-        scheduler.shutdown()
+        kqi.shutdown(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,3 +81,11 @@ def _sqlite_pragmas(dbapi_connection, _record):
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+def shutdown(app: Flask) -> None:
+    """Stop what runs beside the web server: the scheduler loop, then the audit log's last rows."""
+    from kqi import audit
+
+    app.extensions["kqi_scheduler"].shutdown()
+    audit.buffer_of(app).close()

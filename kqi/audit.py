@@ -76,6 +76,14 @@ class AuditBuffer:
                 db.session.remove()
 
 
+    def close(self) -> None:
+        """Write what waits now and stop the timer: the server is stopping."""
+        with self._lock:
+            pending = bool(self._rows) or self._timer is not None
+        if pending:
+            self._write_later()
+
+
 def buffer_of(app) -> AuditBuffer:
     return app.extensions.setdefault("kqi_audit", AuditBuffer(app))
 

@@ -125,14 +125,17 @@ def halt(session: Session, job: Job) -> Job:
     return job
 
 
-def remove(session: Session, principal: Principal, job_id: int) -> None:
-    """Forget an ended job (its usage record stays); the caller removes its files after commit."""
+def remove(session: Session, principal: Principal, job_id: int) -> list[str]:
+    """Forget an ended job (its usage record stays). Returns the blobs its attachments named: the
+    caller removes the job's files and those blobs nothing else names, after commit."""
     job = get(session, principal, job_id)
     if not job.status.finished:
         raise Conflict(f"job {job.id} is {job.status.value}: halt it first")
     job_sources.refuse_if_parent(session, job)
+    attached = [row.sha256 for row in job_sources.attachments(session, job)]
     session.delete(job)
     session.flush()
+    return attached
 
 
 def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatus, **values: Any) -> bool:

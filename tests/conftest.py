@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 from flask_migrate import upgrade
 
+import kqi
 from kqi import accounts, create_app
 from kqi.extensions import db
 from kqi.models import Role
@@ -51,7 +52,7 @@ def db_url(request, tmp_path):
 def app(tmp_path, db_url):
     app = make_app(tmp_path, db_url)
     yield app
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
     with app.app_context():
         db.engine.dispose()
 
@@ -60,7 +61,7 @@ def app(tmp_path, db_url):
 def sqlite_app(tmp_path):
     app = make_app(tmp_path)
     yield app
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 @dataclass

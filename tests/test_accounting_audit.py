@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from kqi import jobs, job_runner
+from kqi import job_runner, jobs
 from kqi.extensions import db
 from kqi.models import Job, JobPart, JobStatus, Node, Role, utcnow
 from kqi.models_admin import AuditEvent, Notification

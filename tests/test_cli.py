@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
+from kqi import shutdown as stop_app
 from kqi.extensions import db
 from kqi.models import Role
 from kqi_cli import client as exits
@@ -32,7 +33,7 @@ def live(tmp_path_factory):
     server = LiveServer(app).start()
     app.extensions["kqi_scheduler"].start()
     yield SimpleNamespace(app=app, url=server.url, factory=factory)
-    app.extensions["kqi_scheduler"].shutdown()
+    stop_app(app)
     server.stop()
     with app.app_context():
         db.engine.dispose()

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+import kqi
 from kqi.models import Role
 
 pytestmark = []
@@ -104,7 +105,7 @@ def test_upload_over_the_limit_is_refused_with_413(tmp_path, db_url):
     response = upload(api, files=[("big.bin", b"x" * 2000)])
     assert response.status_code == 413 and response.get_json()["error"]["code"] == "too_large"
     assert blobs(app) == []
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 def test_another_tenants_data_is_not_found(app, factory):
@@ -177,9 +178,9 @@ def test_git_servers_tokens_and_registry_credentials_are_sealed_and_never_shown(
                 json={"registry_id": registry["id"], "username": "u", "password": token})
     assert cred.status_code == 200 and token not in cred.get_data(as_text=True)
     with app.app_context():
+        from kqi import registries
         from kqi.extensions import db
         from kqi.models_data import GitToken, RegistryCredential
-        from kqi import registries
         stored = [db.session.query(GitToken).one().sealed_token, db.session.query(RegistryCredential).one().sealed_password]
         assert all(token not in s for s in stored)
         user_id = db.session.query(RegistryCredential).one().user_id
@@ -207,7 +208,7 @@ def test_uploads_are_bounded_by_max_upload_gb_not_by_the_request_limit(tmp_path)
                        content_type="multipart/form-data", headers={"X-CSRFToken": csrf})
     assert page.status_code == 201, page.get_data()
     assert api.post("/api/v1/datasets", json={"name": "x" * 300, "memo": "m" * (2 << 20)}).status_code == 413
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 def test_parents_must_be_ended_runs_of_the_tenant_and_are_kept(app, factory):
@@ -249,3 +250,25 @@ def test_multipart_files_larger_than_the_parser_buffer_arrive_whole(sqlite_app, 
                                headers={"Authorization": f"Bearer {api.token}"}, content_type="multipart/form-data")
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["files"][0]["sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_deleting_a_run_deletes_its_attachments_blobs_unless_data_names_them(app, factory):
+    from kqi import jobs
+    from kqi.extensions import db
+    from kqi.models import JobStatus
+
+    api = factory.api()
+    body = {"name": "att", "image": "busybox", "command": "true", "cpu": 0.1, "memory_gb": 0.1}
+    job_id = api.post("/api/v1/training/run", json=body).get_json()["id"]
+    shared = b"x,y\n1,2\n"  # the same bytes as a data file: that blob must stay
+    assert upload(api, files=(("a.csv", shared),)).status_code == 201
+    for name, content in (("notes.txt", b"only attached"), ("same.csv", shared)):
+        response = call(api, "put", f"/api/v1/training/{job_id}/attachments?name={name}", data=content)
+        assert response.status_code in (200, 201), response.get_json()
+    assert len(blobs(app)) == 2
+    with app.app_context():
+        assert jobs.transition(db.session, job_id, JobStatus.QUEUED, JobStatus.COMPLETED)
+        db.session.commit()
+    assert call(api, "delete", f"/api/v1/training/{job_id}").status_code == 204
+    assert blobs(app) == [hashlib.sha256(shared).hexdigest()]
+    assert api.get(f"/api/v1/training/{job_id}").status_code == 404

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import kqi
 from kqi.extensions import db
 from kqi.models import Role
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, LiveServer, require_chromium
@@ -27,7 +28,7 @@ def live(tmp_path_factory):
         yield SimpleNamespace(app=app, url=server.url, username=username, password=password, browser=browser)
         browser.close()
     server.stop()
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
     with app.app_context():
         db.engine.dispose()
 

@@ -11,10 +11,10 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import docker
 import pytest
 
-import docker
-
+import kqi
 from tests.conftest import make_app
 from tests.infra.debian_image import DEBIAN_IMAGE, debian_image  # noqa: F401  (session fixture)
 from tests.infra.git_http import GitHttpServer
@@ -99,7 +99,7 @@ def contract(tmp_path, docker_engines_clean, debian_image):  # noqa: F811
     cluster = Cluster(app, docker_engines_clean)
     yield cluster, server, head
     server.stop()
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 def call(api, method, url, **kw):
@@ -279,7 +279,7 @@ def test_archive_members_that_escape_are_refused(tmp_path):
 def cluster_busybox(tmp_path, docker_engines_clean):
     app = make_app(tmp_path)
     yield Cluster(app, docker_engines_clean)
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 

@@ -13,11 +13,19 @@ import time
 import pytest
 import requests
 
+import kqi
 from kqi.extensions import db
 from kqi.models import GpuAllocation, Job, JobStatus
 from tests.conftest import make_app, wait_for
 from tests.infra import engines as infra_engines
-from tests.node_helpers import IMAGE, Http, NodeSite, Server, container_starts, site_containers
+from tests.node_helpers import (
+    IMAGE,
+    Http,
+    NodeSite,
+    Server,
+    container_starts,
+    site_containers,
+)
 
 pytestmark = pytest.mark.engines
 
@@ -98,7 +106,7 @@ def test_killed_dockerd_loses_the_node_its_jobs_end_or_requeue_and_leftovers_are
     assert len({(p["node"], tuple(p["gpu_indices"])) for p in placed}) == 4
     for job_id in again_ids:
         site.wait_status(job_id, "Completed")
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 def test_a_hung_node_does_not_stall_scheduling_on_the_other(tmp_path, own_engines):
@@ -126,7 +134,7 @@ def test_a_hung_node_does_not_stall_scheduling_on_the_other(tmp_path, own_engine
     finally:
         os.kill(b.pid, signal.SIGCONT)
     site.wait_node_state(node_b, "Ready", timeout=30)
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 def test_server_killed_with_jobs_running_then_restarted_ends_every_job_truly(tmp_path, own_engines, serve):
@@ -158,7 +166,7 @@ def test_server_killed_with_jobs_running_then_restarted_ends_every_job_truly(tmp
     assert _held(app) == []
     with app.app_context():
         assert db.session.query(Job).filter(Job.status.in_([JobStatus.STARTING, JobStatus.RUNNING])).count() == 0
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 def test_two_servers_on_postgresql_one_schedules_and_the_other_takes_over(tmp_path, own_engines, postgres_server, serve):
@@ -195,6 +203,6 @@ def test_two_servers_on_postgresql_one_schedules_and_the_other_takes_over(tmp_pa
     assert http.wait(other, [late], "Completed", "Failed", "Error")[0]["status"] == "Completed"
     other.kill(signal.SIGTERM)
     assert container_starts(own_engines, site_id, since) == {i: 1 for i in ids + [late]}
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
     with app.app_context():
         db.engine.dispose()

@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 
+import kqi
 from kqi.extensions import db
 from kqi.models import Node
 from tests.conftest import make_app
@@ -86,7 +87,7 @@ def _other_process_on(bin_dir: str, gpu: str) -> None:
 def site(tmp_path):
     app = make_app(tmp_path, heartbeat_timeout_s=3.0, gpu_refresh_s=0.0)
     yield NodeSite(app)
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 def _sealed(app, node_id):

@@ -9,9 +9,13 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
+import kqi
 from kqi.models import Role
 from tests.conftest import Factory, make_app
 
@@ -86,7 +90,7 @@ def fuzz_target(tmp_path_factory):
     admin.post(f"{PREFIX}/training/run", json={"name": "fuzzed", "image": "busybox", "command": "true", "cpu": 1,
                                                 "memory_gb": 1})
     yield app, admin.token
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 def test_fuzz_the_api_from_its_own_document(fuzz_target):

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import kqi
 from kqi.extensions import db
 from kqi.models import Role
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, LiveServer, require_chromium
@@ -57,7 +58,7 @@ def cluster(live, docker_engines):
         response = admin.post("/api/v1/admin/nodes", json={"name": f"node{i + 1}", "url": engine.unix_url, "gpus": 2})
         assert response.status_code == 201, response.get_json()
     yield live
-    live.app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(live.app)
     for engine in docker_engines:  # what the jobs left (a halted or unfinished one)
         client = docker.DockerClient(base_url=engine.unix_url, timeout=30)
         try:

@@ -9,6 +9,7 @@ import stat
 import docker
 import pytest
 
+import kqi
 from tests.conftest import make_app
 from tests.infra import registry as registry_infra
 from tests.test_training_on_engines import IMAGE, Cluster
@@ -93,4 +94,4 @@ def test_private_image_is_pulled_with_the_users_credentials(tmp_path, registry):
         forced = cluster.wait_status(cluster.submit(name="forced", image=image, pull=True), "Completed", "Error", "Failed")
         assert forced["status"] == "Error" and "pull" in forced["reason"], forced
     finally:
-        app.extensions["kqi_scheduler"].shutdown()
+        kqi.shutdown(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import docker
 import pytest
 
+import kqi
 from kqi.extensions import db
 from kqi.models import GpuAllocation, Job, JobPart, Role
 from tests.conftest import ApiClient, Factory, make_app, wait_for
@@ -60,7 +61,7 @@ class Cluster:
 def cluster(tmp_path, docker_engines_clean):
     app = make_app(tmp_path)
     yield Cluster(app, docker_engines_clean)
-    app.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(app)
 
 
 def test_job_runs_to_completion_with_log_outputs_and_contract(cluster):
@@ -203,7 +204,7 @@ def test_restarted_server_finishes_running_jobs_and_never_starts_one_twice(tmp_p
     with reborn.app_context():
         assert db.session.query(GpuAllocation).count() == 0
         assert db.session.query(Job).filter(Job.status.in_(["Starting", "Running"])).count() == 0
-    reborn.extensions["kqi_scheduler"].shutdown()
+    kqi.shutdown(reborn)
 
 
 def test_gang_job_starts_one_part_per_node_with_torchrun_variables(cluster):

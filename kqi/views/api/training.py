@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import io
-import shutil
 
 from flask import Response, g, jsonify, request, send_file, url_for
 
 from kqi import job_runner, jobs
 from kqi.errors import NotFound
 from kqi.extensions import db
+from kqi.blobs import BlobStore
 from kqi.storage import LOG_NAME, JobFiles
 from kqi.validation import paging
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
@@ -45,9 +45,10 @@ def halt_training(job_id: int):
 
 @blueprint.delete("/training/<int:job_id>")
 def delete_training(job_id: int):
-    jobs.remove(db.session, g.principal, job_id)
+    attached = jobs.remove(db.session, g.principal, job_id)
     db.session.commit()
-    shutil.rmtree(JobFiles(_ctx().instance, job_id).root, ignore_errors=True)
+    JobFiles(_ctx().instance, job_id).delete()
+    BlobStore(_ctx().instance).discard_unreferenced(db.session, attached)
     return "", 204
 
 
