@@ -95,3 +95,31 @@ def test_private_image_is_pulled_with_the_users_credentials(tmp_path, registry):
         assert forced["status"] == "Error" and "pull" in forced["reason"], forced
     finally:
         kqi.shutdown(app)
+
+
+def test_a_pull_reports_its_progress_and_the_job_page_shows_it(tmp_path, registry):
+    from kqi.job_sources import PullProgress
+    from kqi.nodes import ContainerSpec
+    from kqi.nodes.shipping import ensure_image
+
+    engine, _server, image = registry
+    progress = PullProgress(tmp_path, 7)
+    seen = []
+
+    def report(text):
+        seen.append(text)
+        progress(text)
+
+    spec = ContainerSpec(name="pull-probe", image=image, command="true", env={}, labels={}, cpu_milli=100,
+                         memory_mib=64, registry_auth={"username": "alice", "password": PASSWORD}, pull=True,
+                         progress=report)
+    client = engine.client()
+    try:
+        ensure_image(client, spec)
+    finally:
+        client.close()
+    assert seen and seen[-1] == f"pulled {image}"
+    assert all(line.startswith(("pulling ", "pulled ")) for line in seen)
+    assert progress.read() == f"pulled {image}"  # what the job page shows while the job is Starting
+    progress.clear()
+    assert progress.read() == ""
