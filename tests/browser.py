@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-import pytest
+from tests.infra.plugin import missing_part
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -15,17 +15,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def require_chromium() -> str:
     """The Chromium binary, or skip (fail when CI=true) where it is missing."""
     if not os.path.isfile(CHROMIUM) or not os.access(CHROMIUM, os.X_OK):
-        message = f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {message}", pytrace=False)
-        pytest.skip(message)
+        missing_part(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        message = "browser tests need the playwright package (pip install -r requirements-dev.txt)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {message}", pytrace=False)
-        pytest.skip(message)
+        missing_part("browser tests need the playwright package (pip install -r requirements-dev.txt)")
     return CHROMIUM
 
 

@@ -16,6 +16,7 @@ from kqi.models import Node
 from tests.conftest import make_app
 from tests.infra import engines as infra_engines
 from tests.infra import sshd as infra_sshd
+from tests.infra.plugin import missing_part
 from tests.node_helpers import IMAGE, NodeSite, TestCA
 
 pytestmark = pytest.mark.engines
@@ -45,7 +46,7 @@ def ca():
 def tls_engine(ca):
     missing = infra_engines.missing_requirements()
     if missing:
-        pytest.fail("missing " + ", ".join(missing)) if os.environ.get("CI") == "true" else pytest.skip(str(missing))
+        missing_part("missing " + ", ".join(missing) + " (run scripts/test-deps.sh as root)")
     base = tempfile.mkdtemp(prefix="kqi-tls-", dir="/tmp")
     os.chmod(base, 0o711)
     engines = infra_engines.start_engines(1, base, tls=lambda address: ca.server_files(base, address))
@@ -62,7 +63,7 @@ def gpu_sshd():
     """A dedicated sshd whose sessions find the stand-in nvidia-smi first on their PATH."""
     missing = infra_sshd.missing_requirements()
     if missing:
-        pytest.fail("missing " + ", ".join(missing)) if os.environ.get("CI") == "true" else pytest.skip(str(missing))
+        missing_part("missing " + ", ".join(missing) + " (run scripts/test-deps.sh as root)")
     base = tempfile.mkdtemp(prefix="kqi-ssh-", dir="/tmp")
     bin_dir = os.path.join(base, "bin")
     os.makedirs(bin_dir)

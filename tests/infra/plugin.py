@@ -55,6 +55,14 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
+def missing_part(message: str):
+    """A part a test needs is not on this machine: fail under CI=true (nothing may pass by being
+    skipped there), skip elsewhere. Every test fixture that can lack a part calls this."""
+    if in_ci():
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(message)
+
+
 class Unavailable(Exception):
     """A part cannot be started on this machine (missing binary, not root)."""
 
@@ -224,10 +232,7 @@ class _Infra:
         try:
             return self._future(name).result()
         except Unavailable as e:
-            msg = f"{e} (run scripts/test-deps.sh as root)"
-            if in_ci():
-                pytest.fail(f"CI=true and {msg}", pytrace=False)
-            pytest.skip(msg)
+            missing_part(f"{e} (run scripts/test-deps.sh as root)")
 
     def stop(self, name: str) -> None:
         with self._lock:
