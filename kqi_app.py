@@ -54,7 +54,7 @@ def serve(app) -> None:
     scheduler = app.extensions["kqi_scheduler"]
     # waitress accepts only 100 connections by default: the 101st API client (a `kqi training log -f`
     # keeps its connection) would wait until another disconnects.
-    server = create_server(app, host=settings["host"], port=settings["port"], threads=16, ident="kqi",
+    server = create_server(app, host=settings["host"], port=settings["port"], threads=settings["web_threads"], ident="kqi",
                            connection_limit=1000)
     if settings["scheduler_enabled"]:
         scheduler.start()

@@ -1,15 +1,19 @@
 """Load: many concurrent API clients submitting and polling jobs against a running kqi server.
 
-    python -m bench load [--db sqlite|postgresql|both] [--clients 200] [--jobs 25] [--seed 10000] [--pace 0]
+    python -m bench load [--db sqlite|postgresql|both] [--clients 200] [--jobs 25] [--seed 10000] [--pace 8]
 
 A real `kqi_app.py serve` process on loopback (its scheduler running; no node is registered, so
 jobs stay queued and every tick plans the whole queue). The database is first seeded with --seed
 queued jobs (and the bench waits until the scheduler has planned them once); then each client, with
 its own connection and one of 20 users' tokens in 4 tenants, runs --jobs rounds: submit a job, list
-the first page of its tenant's jobs, poll the job it submitted, wait --pace seconds. Reported:
+the first page of its tenant's jobs, poll the job it submitted, then think for --pace seconds on
+average (uniformly between half and one and a half times it, so the clients drift apart as real ones
+do; each also starts at a random moment within the first --pace seconds). --pace 0 is a closed loop:
+every client as fast as the server answers, which measures saturation, not latency. Reported:
 throughput, p50/p99 latency of submit, list and poll. Checked after: every submission answered 201
-and is in the database (none lost, none twice), and no node holds more than it has. Bounded:
---deadline seconds in all, then the clients stop; each request times out after 30 s.
+and is in the database (none lost, none twice), and no node holds more than it has (with no node
+registered this check has nothing to find: run the engine benches for placements). Bounded:
+--deadline seconds per database, then the clients stop; each request times out after 30 s.
 
 Targets: 0 lost, p99 submit < 1 s, p99 list < 100 ms with 10,000 jobs in the database.
 """
@@ -17,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import random
+import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
@@ -47,6 +55,7 @@ def database(kind: str):
         yield server.url
     finally:
         postgres.stop_postgres(server)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _app(instance, database_url: str):
@@ -105,6 +114,20 @@ def make_users(base: str, admin_token: str) -> list[str]:
     return tokens
 
 
+def server_cpu_s() -> float:
+    """CPU seconds used so far by the `kqi_app.py serve` child of this process: its cost per request,
+    which a busy machine disturbs far less than it does latencies."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[1]) == os.getpid() and b"serve" in (stat.parent / "cmdline").read_bytes():
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+    return total
+
+
 class Recorder:
     def __init__(self):
         self.lock = threading.Lock()
@@ -117,9 +140,18 @@ class Recorder:
             self.samples[kind].append(seconds)
 
 
+def think_times(index: int, jobs: int, pace_s: float) -> list[float]:
+    """A client's pause before its first round, then after each round: a fixed pace would march all
+    clients in step, 200 submits landing in the same instant every round, which no user base does."""
+    rng = random.Random(index)  # the same pauses every run
+    return [rng.uniform(0, pace_s)] + [rng.uniform(pace_s / 2, pace_s * 3 / 2) for _ in range(jobs)]
+
+
 def client(base: str, token: str, index: int, jobs: int, deadline: float, rec: Recorder, pace_s: float) -> None:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
+    pauses = think_times(index, jobs, pace_s)
+    time.sleep(pauses[0])
     for i in range(jobs):
         if time.monotonic() > deadline:
             rec.errors.append(f"client {index}: deadline reached after {i} jobs")
@@ -147,7 +179,7 @@ def client(base: str, token: str, index: int, jobs: int, deadline: float, rec: R
             rec.add(kind, time.perf_counter() - begin)
             if answer.status_code != 200:
                 rec.errors.append(f"client {index} {kind}: HTTP {answer.status_code}")
-        time.sleep(pace_s)
+        time.sleep(pauses[i + 1])
     session.close()
 
 
@@ -192,16 +224,20 @@ def run(kind: str, clients: int, jobs: int, seed_count: int, deadline_s: float, 
                     settled(base, admin_token)
             tokens = make_users(base, admin_token)
             rec = Recorder()
+            load_before, cpu_before = os.getloadavg()[0], server_cpu_s()
             deadline = time.monotonic() + deadline_s
             begin = time.perf_counter()
             with ThreadPoolExecutor(max_workers=clients) as pool:
                 for c in range(clients):
                     pool.submit(client, base, tokens[c % len(tokens)], c, jobs, deadline, rec, pace_s)
             elapsed = time.perf_counter() - begin
+            load_after, server_cpu = os.getloadavg()[0], server_cpu_s() - cpu_before
             checked = check(instance, url, rec.submitted)
-    figures = {"db": kind, "clients": clients, "jobs_each": jobs, "pace_s": pace_s, "scheduler": scheduler, "elapsed_s": elapsed, "errors": rec.errors,
+    figures = {"db": kind, "clients": clients, "jobs_each": jobs, "pace_s": pace_s, "scheduler": scheduler, "elapsed_s": elapsed,
+               "load_avg": (load_before, load_after), "server_cpu_s": server_cpu, "errors": rec.errors,
                "submitted": len(rec.submitted), "submit_per_s": len(rec.submitted) / elapsed, **checked}
     for name, samples in rec.samples.items():
+        figures[f"{name}_samples"] = samples
         figures[f"{name}_p50_ms"] = statistics.median(samples) * 1000 if samples else float("nan")
         figures[f"{name}_p99_ms"] = _percentile(samples, 0.99) * 1000 if samples else float("nan")
     figures["ok"] = (not rec.errors and checked["lost"] == 0 and checked["duplicates"] == 0
@@ -212,12 +248,16 @@ def run(kind: str, clients: int, jobs: int, seed_count: int, deadline_s: float, 
 
 
 def report(f: dict) -> None:
-    print(f"{f['db']}: {f['clients']} clients x {f['jobs_each']} jobs, {f['pace_s']:g} s between rounds, "
-          f"scheduler {'on' if f['scheduler'] else 'off'}, "
-          f"{f['jobs_in_db']} jobs in the database at the end")
+    print(f"{f['db']}: {f['clients']} clients x {f['jobs_each']} jobs, think time {f['pace_s']:g} s on average "
+          f"({f['pace_s'] / 2:g} to {f['pace_s'] * 3 / 2:g} s) between rounds, scheduler {'on' if f['scheduler'] else 'off'}, "
+          f"{f['jobs_in_db']} jobs in the database at the end; load average {f['load_avg'][0]:.1f} before, "
+          f"{f['load_avg'][1]:.1f} after ({os.cpu_count()} cores)")
     print(f"  {f['submitted']} submitted in {f['elapsed_s']:.1f} s = {f['submit_per_s']:.0f} submits/s; "
           f"lost {f['lost']}, twice {f['duplicates']}, stored but unanswered (client timeout) {f['unexpected']}, "
           f"nodes over capacity {len(f['nodes_over'])}, GPUs over {f['gpus_over']}")
+    requests_made = sum(len(f[f"{name}_samples"]) for name in ("submit", "list", "poll"))
+    print(f"  server CPU {f['server_cpu_s']:.1f} s = {1000 * f['server_cpu_s'] / max(requests_made, 1):.1f} ms a request "
+          f"(scheduler included), {f['server_cpu_s'] / f['elapsed_s']:.2f} cores on average")
     print(f"  {'':8}{'p50 ms':>10}{'p99 ms':>10}")
     for name in ("submit", "list", "poll"):
         print(f"  {name:8}{f[f'{name}_p50_ms']:10.1f}{f[f'{name}_p99_ms']:10.1f}")
@@ -233,11 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=25, help="jobs each client submits")
     parser.add_argument("--seed", type=int, default=10000, help="queued jobs in the database before the clients start")
-    parser.add_argument("--deadline", type=float, default=600, help="seconds before the clients give up")
+    parser.add_argument("--deadline", type=float, default=270, help="seconds per database before the clients give up")
     parser.add_argument("--no-scheduler", action="store_true",
                         help="serve without the scheduler loop (the API's own cost, without planning the queue)")
-    parser.add_argument("--pace", type=float, default=0.0,
-                        help="seconds each client waits between rounds (0: every client as fast as it can)")
+    parser.add_argument("--pace", type=float, default=8.0,
+                        help="seconds each client thinks between rounds, on average (0: as fast as it can)")
     args = parser.parse_args(argv)
     status = 0
     for kind in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from kqi import config as kqi_config
 from kqi import crypto
@@ -44,7 +44,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         instance, "site_id", lambda: secrets.token_hex(4)
     )
     app.config["SQLALCHEMY_DATABASE_URI"] = settings["database_url"] or f"sqlite:///{instance / 'kqi.db'}"
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config["SQLALCHEMY_DATABASE_URI"], settings["web_threads"])
     app.config["MAX_CONTENT_LENGTH"] = settings["max_request_mb"] * 1024 * 1024
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
@@ -67,6 +67,16 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     app.extensions["kqi_scheduler"] = SchedulerService(app)
     return app
+
+
+def _engine_options(url: str, web_threads: int) -> dict[str, Any]:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        return {}  # one shared in-memory connection: no pool to size
+    # A connection kept open for every web thread and the threads beside them (scheduler loop, audit
+    # writer, notifier): with the default 5, the other threads opened and closed one per request.
+    # A SQLite file cannot go away under us; a PostgreSQL server can restart, so check on checkout.
+    return {"pool_size": web_threads + 4, "max_overflow": 8, "pool_pre_ping": parsed.get_backend_name() != "sqlite"}
 
 
 @event.listens_for(Engine, "connect")

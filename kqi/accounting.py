@@ -7,10 +7,10 @@ import io
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kqi import charts
 from kqi.errors import ServiceError
 from kqi.models import Job, Tenant, User
 from kqi.models_admin import UsageRecord
@@ -107,18 +107,4 @@ def svg_chart(rows: list[dict[str, Any]], metric: str = "gpu_hours", width: int 
     totals: dict[str, float] = {}
     for row in rows:
         totals[row["period"]] = totals.get(row["period"], 0.0) + row[metric]
-    top = max(totals.values(), default=0.0) or 1.0
-    left, bottom, plot_h = 48, 28, height - 40
-    step = (width - left - 8) / max(1, len(totals))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
-             f'role="img" aria-label="{escape(metric)} per period">',
-             f'<line x1="{left}" y1="{height - bottom}" x2="{width - 4}" y2="{height - bottom}" stroke="#888"/>',
-             f'<text x="4" y="16" font-size="11">{escape(f"{top:g}")}</text>']
-    for i, (period, value) in enumerate(sorted(totals.items())):
-        bar_h = plot_h * value / top
-        x = left + i * step + step * 0.1
-        parts.append(f'<rect x="{x:.1f}" y="{height - bottom - bar_h:.1f}" width="{step * 0.8:.1f}" '
-                     f'height="{bar_h:.1f}" fill="#3b7dd8"><title>{escape(period)}: {value:.2f}</title></rect>')
-        parts.append(f'<text x="{x:.1f}" y="{height - 10}" font-size="10">{escape(period)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    return charts.bar_chart(sorted(totals.items()), f"{metric} per period", width, height)

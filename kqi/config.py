@@ -14,6 +14,7 @@ from typing import Any, Mapping
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
     "port": 5000,
+    "web_threads": 16,  # requests served at once; the database pool keeps a connection for each
     "instance": "instance",  # database, stored files, generated secrets
     "database_url": "",  # empty: SQLite in the instance folder
     "secret_key": "",  # empty: generated once and kept in the instance folder
@@ -27,9 +28,14 @@ DEFAULTS: dict[str, Any] = {
     "heartbeat_timeout_s": 5.0,  # a node that does not answer its heartbeat (every tick) within this is Unreachable
     "node_offline_grace_s": 15.0,  # unreachable this long: Offline, and its jobs are lost
     "gpu_refresh_s": 60.0,  # how often nvidia-smi is read over SSH to see GPUs busy with others' processes
+    "cluster_sample_interval_s": 60.0,  # the scheduler loop records GPU use and queue length this often (dashboard chart)
+    "cluster_sample_retention_days": 7.0,  # older samples are deleted
     "requeue_on_node_loss": False,  # site default: a lost job goes back to the queue instead of Killed
     "scheduler_lease_s": 15.0,  # PostgreSQL: the scheduling process renews its lease each tick
     "log_tail_lines": 200,
+    "tensorboard_idle_s": 1800.0,  # a TensorBoard whose container received nothing this long is stopped
+    "exec_timeout_s": 30,  # a command run in a job's container from its page or POST .../exec
+    "exec_output_kb": 64,  # what such a command prints beyond this is cut off
     "max_request_mb": 16,
     "login_max_failures": 5,  # failed logins per username and address within login_window_s, then 429
     "login_window_s": 60,

@@ -17,7 +17,7 @@ from kqi import validation as v
 from kqi.accounts import Principal
 from kqi.blobs import BlobStore
 from kqi.errors import Conflict, NotFound, ServiceError
-from kqi.models_data import Data, DataFile, Dataset, DatasetEntry
+from kqi.models_data import Data, DataFile, Dataset, DatasetEntry, JobSource
 from kqi.uploads import FilePart
 
 TAG = re.compile(r"^[^,\x00-\x1f\x7f]{1,64}$")
@@ -213,6 +213,9 @@ def delete(session: Session, principal: Principal, data_id: int) -> list[str]:
     used = _locking_datasets(session, data, locked_only=False)
     if used:
         raise Conflict(f"data {data.id} is used by dataset(s) {', '.join(map(str, used))}: remove it there first")
+    job_id = session.scalar(select(JobSource.job_id).where(JobSource.data_id == data.id).order_by(JobSource.job_id).limit(1))
+    if job_id is not None:  # a run's input stays, so its lineage keeps meaning
+        raise Conflict(f"data {data.id} is the input of run {job_id}: delete that run's history entry first")
     shas = [f.sha256 for f in data.files]
     session.delete(data)
     session.flush()

@@ -163,10 +163,15 @@ def member_path(area: str, data_id: int, name: str) -> str:
 
 def write_input_tar(dataset: Dataset, store: BlobStore, target: Path) -> None:
     """The tar of /kqi/input's contents, read straight from the blob store (never whole in memory)."""
+    write_data_tar([(entry.area, entry.data) for entry in dataset.entries], store, target)
+
+
+def write_data_tar(placed: list[tuple[str, Data]], store: BlobStore, target: Path) -> None:
+    """A tar of data items' files, each under member_path(area, data id, name)."""
     with tarfile.open(target, "w") as archive:
-        for entry in dataset.entries:
-            for f in entry.data.files:
-                info = archive.gettarinfo(str(store.path(f.sha256)), arcname=member_path(entry.area, entry.data_id, f.name))
+        for area, record in placed:
+            for f in record.files:
+                info = archive.gettarinfo(str(store.path(f.sha256)), arcname=member_path(area, record.id, f.name))
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
                 info.mode = 0o444

@@ -16,7 +16,7 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
-from kqi import job_sources, jobs, site_settings
+from kqi import job_sources, jobs, preprocessing, runs, services, site_settings
 from kqi.errors import ServiceError
 from kqi.models import Job, JobPart, JobStatus, Node, utcnow
 from kqi.nodes import (LABEL_JOB, LABEL_KIND, LABEL_RANK, LABEL_SITE, ContainerSpec, ContainerState, NodeDriver,
@@ -113,9 +113,11 @@ def start(session: Session, ctx: RunContext, job: Job) -> None:
     shipment = None
     try:
         shipment = job_sources.prepare(session, ctx.instance, job)
-        specs = [spec_for(job, part, ctx, shipment) for part in job.parts]
+        services.ship(session, ctx.instance, job, shipment)  # notebooks, TensorBoard: their own files
+        specs = [services.adapt(session, job, spec_for(job, part, ctx, shipment)) for part in job.parts]
         for part, spec in zip(job.parts, specs):
             part.container_id = ctx.driver(part.node).start(spec)
+        services.started(session, ctx.driver(job.parts[0].node), job)  # the host port the engine published
         master = job.parts[0]
         job_sources.record_provenance(session, job, specs[0].env, ctx.driver(master.node).image_identity(job.image))
     except (NodeError, ServiceError) as exc:
@@ -222,7 +224,9 @@ def _finish(session: Session, ctx: RunContext, nodes: _NodeStates, job: Job, sta
         log.warning("finishing job %s failed, will retry: %s", job.id, exc)
         return False
     job_sources.record_refused_outputs(session, job, refused)
-    jobs.transition(session, job.id, JobStatus.RUNNING, status, exit_code=exit_code, reason=reason)
+    status, reason = preprocessing.on_collected(session, ctx.instance, job, status, reason)  # output folders -> data
+    jobs.transition(session, job.id, JobStatus.RUNNING, status, exit_code=exit_code, reason=reason,
+                    value=runs.read_value(ctx.instance, job.id))  # /kqi/output/value.txt, as collected
     session.commit()
     # Removed only now: a server killed before the commit finds the containers again and ends the
     # job in its true state; one killed after it leaves them as leftovers, removed on a later pass.
@@ -243,7 +247,9 @@ def _watch_job(session: Session, ctx: RunContext, nodes: _NodeStates, job: Job) 
         return True
     if job.halt_requested:
         ended = _outcome(states)
-        decided = (JobStatus.USER_CANCELED, "halted by user", ended[2] if ended else None)
+        # kqi's own halt (a notebook's lifetime, an idle TensorBoard) carries its reason; a user's does not
+        status, reason = (JobStatus.KILLED, job.halt_reason) if job.halt_reason else (JobStatus.USER_CANCELED, "halted by user")
+        decided = (status, reason, ended[2] if ended else None)
         return _finish(session, ctx, nodes, job, states, decided)
     outcome = _outcome(states)
     if outcome is not None:

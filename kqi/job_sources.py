@@ -73,28 +73,9 @@ def attach(session: Session, principal: Principal, job: Job, body: dict[str, Any
     return source
 
 
-def form_fields(form) -> dict[str, Any]:
-    """The submit page's source fields as the API's body fields (only those filled in)."""
-    fields: dict[str, Any] = {}
-    dataset_id = form.get("dataset_id", "").strip()
-    if dataset_id:
-        if not dataset_id.isdigit():
-            raise ServiceError("dataset_id must be a dataset id", field="dataset_id")
-        fields["dataset_id"] = int(dataset_id)
-    parents = [p.strip() for p in form.get("parent_ids", "").split(",") if p.strip()]
-    if parents:
-        if not all(p.isdigit() for p in parents):
-            raise ServiceError("parent_ids: write job ids separated by commas", field="parent_ids")
-        fields["parent_ids"] = [int(p) for p in parents]
-    git = {key: form.get(f"git_{key}", "").strip() for key in ("repository", "branch", "commit")}
-    if any(git.values()):
-        fields["git"] = {k: v for k, v in git.items() if v}
-    return fields
-
-
 def details(session: Session, job: Job) -> dict[str, Any]:
     """For the run page: sources, provenance, lineage and attachments."""
-    return {**as_dict(session, job), "lineage": lineage(session, job), "attachments": attachments(session, job)}
+    return {**as_dict(job), "lineage": lineage(session, job), "attachments": attachments(session, job)}
 
 
 def parent_ids(session: Session, job: Job) -> list[int]:
@@ -167,14 +148,7 @@ def _parents_tar(instance: Path, parents: list[int], target: Path) -> None:
                 folder = tarfile.TarInfo(str(parent_id))
                 folder.type, folder.mode = tarfile.DIRTYPE, 0o555
                 archive.addfile(folder)
-            for f in files.list_output():
-                path = files.output_path(f.path)
-                if path is not None:
-                    info = archive.gettarinfo(str(path), arcname=prefix + f.path)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    with path.open("rb") as fh:
-                        archive.addfile(info, fh)
+            files.add_output_to(archive, prefix)
 
 
 def attachments_tar(store: BlobStore, rows: list[JobAttachment], target: Path, prefix: str = "kqi/attach/") -> None:
@@ -208,6 +182,9 @@ def prepare(session: Session, instance: Path, job: Job) -> Shipment:
         shipment.archives.append(scratch / "attach.tar")
     if source is not None and source.dataset is not None:
         shipment.readonly.append((INPUT_DIR, _cached_input(instance, source.dataset, store)))
+    elif source is not None and source.data is not None:  # one data item: /kqi/input/{id}/{file}
+        datasets.write_data_tar([(datasets.FLAT, source.data)], store, scratch / "input.tar")
+        shipment.readonly.append((INPUT_DIR, scratch / "input.tar"))
     parents = parent_ids(session, job)
     if parents:
         _parents_tar(instance, parents, scratch / "parent.tar")
@@ -263,6 +240,8 @@ def record_provenance(session: Session, job: Job, env: dict[str, str], image: di
         "git": {"repository": source.git_repository, "branch": source.git_branch or None,
                 "commit": source.git_commit} if source.git_commit else None,
         "dataset": {"id": source.dataset_id, "content_hash": source.dataset_hash} if source.dataset_id else None,
+        "data": {"id": source.data_id, "files": [{"name": f.name, "sha256": f.sha256} for f in source.data.files]}
+        if source.data is not None else None,
         "parents": parent_ids(session, job),
         "resources": {"cpu": job.cpu_milli / 1000, "memory_gb": round(job.memory_mib / 1024, 3),
                       "gpu": job.gpu_milli / 1000, "nodes": job.nodes},
@@ -282,7 +261,7 @@ def record_refused_outputs(session: Session, job: Job, refused: list[str]) -> No
         "names": refused[:100]}}
 
 
-def as_dict(session: Session, job: Job) -> dict[str, Any]:
+def as_dict(job: Job) -> dict[str, Any]:
     source = job.source
     git = None
     if source is not None and source.git_commit:
@@ -291,7 +270,7 @@ def as_dict(session: Session, job: Job) -> dict[str, Any]:
         "dataset_id": source.dataset_id if source else None,
         "dataset_hash": (source.dataset_hash or None) if source else None,
         "git": git,
-        "parent_ids": parent_ids(session, job),
+        "parent_ids": [link.parent_id for link in job.parent_links],  # eager-loaded by list pages
         "pull": bool(source and source.pull),
         "provenance": (source.provenance or None) if source else None,
     }

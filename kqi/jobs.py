@@ -4,16 +4,17 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session, joinedload, object_session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
-from kqi import accounting, job_sources, notify
+from kqi import accounting, job_sources, notify, runs
 from kqi import validation as v
 from kqi.accounts import Principal
 from kqi.errors import Conflict, NotFound, ServiceError
 from kqi.models import GpuAllocation, Job, JobPart, JobStatus, utcnow
+from kqi.models_preprocessing import PreprocessingRun
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,29}$")
 NAME_RULE = "lower-case letters, digits, '-' and '.', starting with a letter or digit, at most 30"
@@ -81,28 +82,35 @@ def submit(session: Session, principal: Principal, body: Any, kind: str = "train
     session.add(job)
     session.flush()
     job_sources.attach(session, principal, job, body)  # dataset, git commit, parents: pinned now
+    runs.check_kind(session, job)
+    runs.record_event(session, job.id, JobStatus.QUEUED, "submitted")
     return job
 
 
-def get(session: Session, principal: Principal, job_id: int) -> Job:
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == principal.tenant.id))
+def get(session: Session, principal: Principal, job_id: int, kind: str | None = None) -> Job:
+    """The tenant's job; with `kind`, only a job of that kind (/inference/<id> is never a training)."""
+    query = select(Job).where(Job.id == job_id, Job.tenant_id == principal.tenant.id)
+    job = session.scalar(query.where(Job.kind == kind) if kind else query)
     if job is None:
         raise NotFound("job")
     return job
 
 
 def page(session: Session, principal: Principal, page_no: int, per_page: int, status: str | None = None,
-         kind: str = "training") -> tuple[list[Job], int]:
+         kind: str = "training", filters: Mapping[str, Any] | None = None) -> tuple[list[Job], int]:
+    """`filters`: the history filters of kqi/runs.py (name, tag, user, dates, favorites)."""
     query = select(Job).where(Job.tenant_id == principal.tenant.id, Job.kind == kind)
     if status:
         try:
             query = query.where(Job.status == JobStatus(status))
         except ValueError:
             raise ServiceError(f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status") from None
+    if filters:
+        query = runs.filter_query(query, principal, filters)
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     # What as_dict reads, loaded in a few queries for the whole page instead of several per job.
     eager = (joinedload(Job.tenant), joinedload(Job.user), selectinload(Job.parts).joinedload(JobPart.node),
-             selectinload(Job.source))
+             selectinload(Job.source), selectinload(Job.parent_links), selectinload(Job.tag_rows))
     jobs = session.scalars(query.options(*eager).order_by(Job.id.desc()).offset((page_no - 1) * per_page).limit(per_page))
     return list(jobs), total
 
@@ -132,6 +140,8 @@ def remove(session: Session, principal: Principal, job_id: int) -> list[str]:
     if not job.status.finished:
         raise Conflict(f"job {job.id} is {job.status.value}: halt it first")
     job_sources.refuse_if_parent(session, job)
+    if session.get(PreprocessingRun, job.id) is not None:  # its history entry goes first, with the data it made
+        raise Conflict(f"job {job.id} is a preprocessing run: delete its entry in the preprocessing's history")
     attached = [row.sha256 for row in job_sources.attachments(session, job)]
     session.delete(job)
     session.flush()
@@ -155,6 +165,7 @@ def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatu
     )
     if result.rowcount != 1:
         return False
+    runs.record_event(session, job_id, new, values.get("reason", ""))  # the job's timeline
     if new.finished or new == JobStatus.QUEUED:
         session.execute(delete(GpuAllocation).where(GpuAllocation.job_id == job_id))
     if new.finished:  # in the same transaction: an ended job always has its usage and notices
@@ -200,7 +211,8 @@ def as_dict(job: Job) -> dict[str, Any]:
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "completed_at": _iso(job.completed_at),
-        **job_sources.as_dict(object_session(job), job),
+        **job_sources.as_dict(job),
+        **runs.as_dict(job),
     }
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -143,6 +144,10 @@ class Job(db.Model):
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "id"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_tenant_kind", "tenant_id", "kind", "id"),  # a kind's list (kqi/runs.py filters)
+        Index("ix_jobs_tenant_user", "tenant_id", "user_id", "id"),
+        # Never reuse a deleted job's id (usage records, notices, job folders keep naming it); migration 0011.
+        {"sqlite_autoincrement": True},
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
@@ -164,12 +169,16 @@ class Job(db.Model):
     reason: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     halt_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when kqi itself halts a job (a notebook's lifetime ended, an idle TensorBoard): it ends
+    # Killed with this reason; a user's halt leaves it empty (UserCanceled, "halted by user").
+    halt_reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
     requeue_on_node_loss: Mapped[bool] = mapped_column(Boolean, default=False)  # else Killed, "node lost"
     queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pending_reasons: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # /kqi/output/value.txt (kqi/runs.py)
     tenant: Mapped[Tenant] = relationship()
     user: Mapped[User] = relationship()
     parts: Mapped[list["JobPart"]] = relationship(back_populates="job", order_by="JobPart.rank",
@@ -233,3 +242,15 @@ from kqi import models_data  # noqa: E402,F401  (data, datasets, git, registries
 
 
 from kqi import models_nodes  # noqa: E402,F401  (GPUs, node events, the scheduler lease)
+
+
+from kqi import models_runs  # noqa: E402,F401  (job timeline, tags, favorites)
+
+
+from kqi import models_dashboard  # noqa: E402,F401  (cluster samples for the dashboard chart)
+
+
+from kqi import models_preprocessing  # noqa: E402,F401  (preprocessing definitions, runs, outputs)
+
+
+from kqi import models_services  # noqa: E402,F401  (notebooks' and TensorBoards' published ports, tokens, lifetimes)

@@ -124,6 +124,8 @@ class JobSource(db.Model):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"), nullable=True, index=True)
     dataset_hash: Mapped[str] = mapped_column(String(64), default="")
+    # One data item at /kqi/input/{id}/ instead of a dataset (a preprocessing run's input, kqi/preprocessing.py).
+    data_id: Mapped[int | None] = mapped_column(ForeignKey("data.id"), nullable=True, index=True)
     git_repository: Mapped[str] = mapped_column(String(1024), default="")
     git_branch: Mapped[str] = mapped_column(String(255), default="")
     git_commit: Mapped[str] = mapped_column(String(40), default="")
@@ -131,6 +133,7 @@ class JobSource(db.Model):
     provenance: Mapped[dict] = mapped_column(JSON, default=dict)
     job: Mapped[Job] = relationship(backref=backref("source", uselist=False, cascade="all, delete-orphan"))
     dataset: Mapped[Dataset | None] = relationship()
+    data: Mapped[Data | None] = relationship()
 
 
 class JobParent(db.Model):
@@ -138,6 +141,11 @@ class JobParent(db.Model):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     parent_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True, index=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# Read-only, so a list page can load every job's parents in one query (selectinload); the rows are
+# written directly as JobParent.
+Job.parent_links = relationship(JobParent, foreign_keys=[JobParent.job_id], order_by=JobParent.position, viewonly=True)
 
 
 class JobAttachment(db.Model):

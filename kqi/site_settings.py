@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kqi import jobs
+from kqi import jobs, services
 from kqi import validation as v
 from kqi.errors import ServiceError
 from kqi.models_admin import SiteSetting
@@ -26,6 +26,13 @@ DEFAULTS: dict[str, Any] = {
     "https_proxy": "",
     "no_proxy": "",
     "notebook_image": "jupyter/base-notebook:latest",
+    # Services' commands: split like a shell would (no shell runs them), {port} and {token} replaced
+    "notebook_command": ("jupyter lab --ip=0.0.0.0 --port={port} --no-browser --allow-root "
+                         "--IdentityProvider.token={token} --ServerApp.root_dir=/kqi"),
+    "notebook_port": 8888,
+    "tensorboard_image": "tensorflow/tensorflow:latest",
+    "tensorboard_command": "tensorboard --logdir /kqi/parent --bind_all --port {port}",
+    "tensorboard_port": 6006,
     "default_cpu": 1,
     "default_memory_gb": 1,
     "default_gpu": 0,
@@ -39,6 +46,14 @@ def _validate(body: dict, key: str) -> Any:
     if key in PROXY_KEYS:
         return v.text(body, key, max_len=1024, pattern=PROXY, rule="one value without spaces")
     if key == "notebook_image":
+        return v.text(body, key, required=True, max_len=512, pattern=jobs.IMAGE, rule="not a valid image reference")
+    if key in ("notebook_command", "tensorboard_command"):
+        command = v.text(body, key, required=True, max_len=2000)
+        services.parse_command(command, key)
+        return command
+    if key in ("notebook_port", "tensorboard_port"):
+        return v.number(body, key, required=True, minimum=1, maximum=65535, integer=True)
+    if key == "tensorboard_image":
         return v.text(body, key, required=True, max_len=512, pattern=jobs.IMAGE, rule="not a valid image reference")
     if key == "default_cpu":
         return v.number(body, key, required=True, minimum=0, exclusive_min=True, maximum=jobs.MAX_CPU)

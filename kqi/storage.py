@@ -141,6 +141,30 @@ class JobFiles:
             key=lambda f: f.path,
         )
 
+    def add_output_to(self, archive: tarfile.TarFile, prefix: str = "", writable: bool = False) -> None:
+        """Append the stored output files to a tar being written, under `prefix`, owned by root.
+        `writable`: folders and files writable by any user (a notebook image's user is not root)."""
+        folders: set[str] = set()
+        for f in self.list_output():
+            path = self.output_path(f.path)
+            if path is None:
+                continue
+            parents = f.path.split("/")[:-1] if writable else []
+            for depth in range(1, len(parents) + 1):
+                folder = "/".join(parents[:depth])
+                if folder not in folders:
+                    folders.add(folder)
+                    entry = tarfile.TarInfo(prefix + folder)
+                    entry.type, entry.mode = tarfile.DIRTYPE, 0o777
+                    archive.addfile(entry)
+            info = archive.gettarinfo(str(path), arcname=prefix + f.path)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if writable:
+                info.mode |= 0o666
+            with path.open("rb") as fh:
+                archive.addfile(info, fh)
+
     def output_path(self, relative: str) -> Path | None:
         """The stored output file for a user-supplied path, or None if it is not one."""
         clean = safe_member_path(relative)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from kqi.errors import ServiceError
@@ -87,6 +88,21 @@ def env_vars(value: Any, *, field: str = "env", reserved: Iterable[str] = (), ma
             raise ServiceError(f"{field}: the value of {name} is too long or contains NUL", field=field)
         result[name] = raw
     return result
+
+
+def moment(args: Mapping[str, Any], field: str, *, end_of_day: bool = False) -> datetime | None:
+    """An ISO 8601 date or time (naive UTC, as stored). A bare date with `end_of_day` means the
+    last moment of that day, so an inclusive upper bound covers the whole day."""
+    value = args.get(field)
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).removesuffix("Z"))
+    except ValueError:
+        raise ServiceError(f"{field} must be a date or time (ISO 8601)", field=field) from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed + timedelta(days=1, microseconds=-1) if end_of_day and len(str(value)) == 10 else parsed
 
 
 def paging(args: Mapping[str, Any], *, max_per_page: int = 100) -> tuple[int, int]:

@@ -141,25 +141,39 @@ def training():
     """Training jobs: create, list, follow the log, get the outputs, halt, delete."""
 
 
+def _kind() -> str:
+    """The group a verb was called under: `kqi training ...` and `kqi inference ...` share the verbs."""
+    return click.get_current_context().parent.info_name
+
+
 JOB_COLUMNS = [("id", "ID"), ("name", "NAME"), ("status", "STATUS"), ("user", "USER"), ("node", "NODE"),
                ("cpu", "CPU"), ("memory_gb", "MEM GB"), ("gpu", "GPU"), ("created_at", "CREATED")]
 
 
 @training.command("list")
 @click.option("--status", help="only jobs in this state (Queued, Running, Completed ...)")
+@click.option("--name", help="part of the name")
+@click.option("--tag", help="one whole tag")
+@click.option("--user", help="the submitter's username")
+@click.option("--from", "created_from", help="created on or after (YYYY-MM-DD or ISO time, UTC)")
+@click.option("--to", "created_to", help="created on or before (a date covers that day)")
+@click.option("--favorites", is_flag=True, help="only the jobs you starred")
 @paging_options
 @pass_ctx
-def training_list(ctx: Context, status: str | None, page: int, per_page: int):
-    params = {"page": page, "per_page": per_page, **({"status": status} if status else {})}
-    listing = ctx.client().json("GET", "/training", params=params)
-    ctx.show(listing, lambda v: table(v["items"], JOB_COLUMNS, v["total"]))
+def training_list(ctx: Context, page: int, per_page: int, favorites: bool, **filters):
+    params = {"page": page, "per_page": per_page, **{k: v for k, v in filters.items() if v}}
+    if favorites:
+        params["favorites"] = "true"
+    columns = JOB_COLUMNS + ([("value", "VALUE")] if _kind() == "inference" else [])
+    listing = ctx.client().json("GET", f"/{_kind()}", params=params)
+    ctx.show(listing, lambda v: table(v["items"], columns, v["total"]))
 
 
 @training.command("get")
 @click.argument("job_id", type=int)
 @pass_ctx
 def training_get(ctx: Context, job_id: int):
-    ctx.show(ctx.client().json("GET", f"/training/{job_id}"), facts)
+    ctx.show(ctx.client().json("GET", f"/{_kind()}/{job_id}"), facts)
 
 
 def _env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -198,16 +212,20 @@ def _extra(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--priority", type=click.Choice(["low", "normal", "high"]), default="normal", show_default=True)
 @click.option("--partition")
 @click.option("--nodes", type=click.IntRange(1), default=1, show_default=True, help="gang size")
+@click.option("--parent", "parents", type=int, multiple=True, metavar="JOB_ID",
+              help="a parent run whose outputs are mounted at /kqi/parent (an inference needs one)")
 @click.option("--set", "extra", multiple=True, metavar="FIELD=JSON",
               help="any other field of POST /training/run, e.g. --set dataset_id=3")
 @pass_ctx
-def training_create(ctx: Context, extra: tuple[str, ...], env: tuple[str, ...], **fields):
-    """Submit a training job; prints its id (with --json, the job)."""
+def training_create(ctx: Context, extra: tuple[str, ...], env: tuple[str, ...], parents: tuple[int, ...], **fields):
+    """Submit a job; prints its id (with --json, the job)."""
     body = {k: v for k, v in fields.items() if v not in (None, "")}
     if env:
         body["env"] = _env(env)
+    if parents:
+        body["parent_ids"] = list(parents)
     body.update(_extra(extra))
-    job = ctx.client().json("POST", "/training/run", json=body)
+    job = ctx.client().json("POST", f"/{_kind()}/run", json=body)
     ctx.show(job, lambda v: click.echo(v["id"]))
 
 
@@ -218,12 +236,12 @@ def training_create(ctx: Context, extra: tuple[str, ...], env: tuple[str, ...], 
 @pass_ctx
 def training_log(ctx: Context, job_id: int, follow: bool, interval: float):
     """The job's stdout and stderr."""
-    client = ctx.client()
+    client, kind = ctx.client(), _kind()
     out = sys.stdout.buffer
     shown = 0
     while True:
-        job = client.json("GET", f"/training/{job_id}")  # before the log: a job seen ended has its whole log stored
-        data = client.request("GET", f"/training/{job_id}/log").content
+        job = client.json("GET", f"/{kind}/{job_id}")  # before the log: a job seen ended has its whole log stored
+        data = client.request("GET", f"/{kind}/{job_id}/log").content
         if len(data) < shown:  # the live log was replaced by the stored one: start over from what is new
             shown = 0
         out.write(data[shown:])
@@ -244,7 +262,7 @@ def training_log(ctx: Context, job_id: int, follow: bool, interval: float):
 @pass_ctx
 def training_list_files(ctx: Context, job_id: int):
     """Files under the job's /kqi/output."""
-    files = ctx.client().json("GET", f"/training/{job_id}/files")
+    files = ctx.client().json("GET", f"/{_kind()}/{job_id}/files")
     ctx.show(files, lambda v: table(v["items"], [("path", "PATH"), ("size", "SIZE")]))
 
 
@@ -263,8 +281,8 @@ def _safe_target(dest: Path, relative: str) -> Path:
 @pass_ctx
 def training_download_files(ctx: Context, job_id: int, paths: tuple[str, ...], dest: Path):
     """Download the job's output files (all of them, or the PATHS named) into --dest."""
-    client = ctx.client()
-    listed = client.json("GET", f"/training/{job_id}/files")["items"]
+    client, kind = ctx.client(), _kind()
+    listed = client.json("GET", f"/{kind}/{job_id}/files")["items"]
     chosen = [f for f in listed if not paths or f["path"] in paths]
     missing = set(paths) - {f["path"] for f in chosen}
     if missing:
@@ -272,7 +290,7 @@ def training_download_files(ctx: Context, job_id: int, paths: tuple[str, ...], d
     done = []
     for f in chosen:
         target = _safe_target(dest, f["path"])
-        size = client.download(f"/training/{job_id}/files/{f['path']}", target, f["path"], ctx.quiet or ctx.as_json)
+        size = client.download(f"/{kind}/{job_id}/files/{f['path']}", target, f["path"], ctx.quiet or ctx.as_json)
         done.append({"path": f["path"], "size": size, "saved_to": str(target)})
     ctx.show({"items": done}, lambda v: click.echo(f"{len(v['items'])} file(s) saved under {dest}"))
 
@@ -281,7 +299,7 @@ def training_download_files(ctx: Context, job_id: int, paths: tuple[str, ...], d
 @click.argument("job_id", type=int)
 @pass_ctx
 def training_halt(ctx: Context, job_id: int):
-    job = ctx.client().json("POST", f"/training/{job_id}/halt")
+    job = ctx.client().json("POST", f"/{_kind()}/{job_id}/halt")
     ctx.show(job, lambda v: click.echo(f"{v['id']} {v['status']}{' (stopping)' if v['halt_requested'] and v['status'] not in FINISHED else ''}"))
 
 
@@ -290,8 +308,13 @@ def training_halt(ctx: Context, job_id: int):
 @pass_ctx
 def training_delete(ctx: Context, job_id: int):
     """Delete an ended job, its log and its outputs."""
-    ctx.client().request("DELETE", f"/training/{job_id}")
+    ctx.client().request("DELETE", f"/{_kind()}/{job_id}")
     ctx.show({"deleted": job_id}, lambda v: click.echo(f"deleted {job_id}"))
+
+
+@cli.group(commands=dict(training.commands))
+def inference():
+    """Inference runs (parents: trainings; value.txt in the list): the training verbs, under /inference."""
 
 
 # -- nodes
@@ -458,6 +481,10 @@ def dataset_download_files(ctx: Context, dataset_id: int, dest: Path):
 def dataset_delete(ctx: Context, dataset_id: int):
     ctx.client().request("DELETE", f"/datasets/{dataset_id}")
     ctx.show({"deleted": dataset_id}, lambda v: click.echo(f"deleted {dataset_id}"))
+
+
+from kqi_cli import notebooks  # noqa: E402,F401  (`kqi notebook ...`, registered on `cli`)
+from kqi_cli import preprocessing  # noqa: E402,F401  (`kqi preprocessing ...`, registered on `cli`)
 
 
 def main() -> None:

@@ -48,3 +48,26 @@ class LiveServer:
     def stop(self) -> None:
         self._server.close()
         self._thread.join(timeout=10)
+
+
+SUBMIT_STEPS = (("name",), ("image", "command"), ("cpu", "memory_gb", "gpu"), ("env", "memo", "time_limit_s"))
+
+
+def submit_training(page, **fields: str) -> int:
+    """Go through the four steps of /training/new filling `fields` (name -> text) and submit;
+    return the new run's id, with the browser on its page."""
+    import re
+
+    from playwright.sync_api import expect
+
+    page.goto("/training/new")
+    for number, names in enumerate(SUBMIT_STEPS, 1):
+        for name in names:
+            if name in fields:
+                page.locator(f"[name={name}]").fill(fields[name])
+        if number < len(SUBMIT_STEPS):
+            page.click("button[name=to]:has-text('Next')")
+            expect(page.locator(f"fieldset[data-step='{number + 1}']")).to_be_visible()
+    page.click("button[name=to][value=submit]")
+    page.wait_for_url(re.compile(r"/training/\d+$"))
+    return int(page.url.rsplit("/", 1)[1])

@@ -42,7 +42,7 @@ def test_upload_shows_progress_and_lands_on_the_record(live, tmp_path):
     page.fill("input[name=username]", live.username)
     page.fill("input[name=password]", live.password)
     page.click("button:has-text('Log in')")
-    page.wait_for_url(re.compile(r"/training$"))
+    page.wait_for_url(re.compile(r"/dashboard$"))
 
     page.click("nav >> text=Data")
     page.click("text=Upload data")

@@ -97,7 +97,9 @@ def test_admin_settings_shape_the_schedulers_view_and_are_recorded(app, admin):
         views = {v.name: v for v in snapshot.read(db.session, now=time.time()).state.nodes}
     view = views["n1"]
     assert not view.schedulable and view.tenants == frozenset({"default"})
-    assert view.labels == frozenset({"fast", "nvidia-h100-80gb-hbm3"})
+    # The node flags become service labels (kqi/services.py): TensorBoard allowed here, notebooks not.
+    assert view.labels == frozenset({"fast", "nvidia-h100-80gb-hbm3", "* for tensorboards", "fast for tensorboards",
+                                     "nvidia-h100-80gb-hbm3 for tensorboards"})
     assert [(g.index, g.model, g.busy) for g in view.gpus] == [(0, "NVIDIA H100 80GB HBM3", False),
                                                               (1, "NVIDIA H100 80GB HBM3", True)]
     assert views["n2"].schedulable and views["n2"].tenants is None

@@ -112,7 +112,7 @@ def test_login_never_redirects_off_site(sqlite_app, target):
     client = sqlite_app.test_client()
     token = _csrf(client.get("/login").get_data(as_text=True))
     response = client.post(f"/login?next={target}", data={"username": username, "password": password, "csrf_token": token})
-    assert response.headers["Location"] == "/training"
+    assert response.headers["Location"] == "/dashboard"
 
 
 def test_nodes_page_registration_is_admin_only(sqlite_app):

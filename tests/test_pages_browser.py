@@ -13,7 +13,7 @@ import pytest
 import kqi
 from kqi.extensions import db
 from kqi.models import Role
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, LiveServer, require_chromium
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, LiveServer, require_chromium, submit_training
 from tests.conftest import Factory, make_app
 
 IMAGE = "kqi-test/busybox:1"
@@ -77,7 +77,7 @@ def new_page(browser, live):
 
 
 def log_in(page, live):
-    page.goto("/login")
+    page.goto("/login?next=/training")  # without `next`, a login lands on the dashboard (tests/test_dashboard_browser.py)
     page.fill("input[name=username]", live.username)
     page.fill("input[name=password]", live.password)
     page.click("button:has-text('Log in')")
@@ -137,38 +137,12 @@ def test_login_shows_an_inline_error_then_lands_on_the_training_list(browser, li
 
 
 @pytest.mark.engines
-def test_submit_form_error_then_live_detail_to_completed(page, cluster):
+def test_a_submitted_run_shows_live_until_completed(page, cluster):
     from playwright.sync_api import expect
 
-    page.click("a:has-text('New training')")
-    expect(page.locator("h1")).to_have_text("New training")
-    page.fill("input[name=name]", "Bad Name!")
-    page.fill("input[name=image]", IMAGE)
-    page.fill("textarea[name=command]", "echo hello-from-job; echo 7 > /kqi/output/value.txt")
-    page.fill("input[name=cpu]", "0.5")
-    page.fill("input[name=memory_gb]", "0.25")
-    page.fill("textarea[name=env]", "GREETING=hi")
-    page.fill("textarea[name=memo]", "from the browser test")
-    page.click("button:has-text('Submit')")
-
-    error = page.locator("#err-name")
-    expect(error).to_be_visible()
-    expect(error).to_contain_text("name")
-    expect(page.locator("input[name=name]")).to_have_attribute("aria-invalid", "true")
-    # everything else typed is still there
-    expect(page.locator("input[name=name]")).to_have_value("Bad Name!")
-    expect(page.locator("input[name=image]")).to_have_value(IMAGE)
-    expect(page.locator("textarea[name=command]")).to_have_value("echo hello-from-job; echo 7 > /kqi/output/value.txt")
-    expect(page.locator("input[name=cpu]")).to_have_value("0.5")
-    expect(page.locator("input[name=memory_gb]")).to_have_value("0.25")
-    expect(page.locator("textarea[name=env]")).to_have_value("GREETING=hi")
-    expect(page.locator("textarea[name=memo]")).to_have_value("from the browser test")
-    expect(page).to_have_url(re.compile(r"/training/new$"))
-    shot(page, "03-new-training-error")
-
-    page.fill("input[name=name]", "hello-1")
-    page.click("button:has-text('Submit')")
-    page.wait_for_url(re.compile(r"/training/\d+$"))
+    # the form's own checks (a bad name corrected, step by step) are in tests/test_submit_browser.py
+    submit_training(page, name="hello-1", image=IMAGE, command="echo hello-from-job; echo 7 > /kqi/output/value.txt",
+                    cpu="0.5", memory_gb="0.25", env="GREETING=hi", memo="from the browser test")
     expect(page.locator("h1")).to_contain_text("hello-1")
     mark_no_reload(page)
 
@@ -191,14 +165,7 @@ def test_submit_form_error_then_live_detail_to_completed(page, cluster):
 def test_halt_a_running_job_from_its_page(page, cluster):
     from playwright.sync_api import expect
 
-    page.goto("/training/new")
-    page.fill("input[name=name]", "sleeper")
-    page.fill("input[name=image]", IMAGE)
-    page.fill("textarea[name=command]", "echo up; sleep 300")
-    page.fill("input[name=cpu]", "0.5")
-    page.fill("input[name=memory_gb]", "0.25")
-    page.click("button:has-text('Submit')")
-    page.wait_for_url(re.compile(r"/training/\d+$"))
+    submit_training(page, name="sleeper", image=IMAGE, command="echo up; sleep 300", cpu="0.5", memory_gb="0.25")
     mark_no_reload(page)
 
     expect(page.locator("#job-status")).to_have_text("Running", timeout=TIMEOUT_MS)
@@ -218,15 +185,17 @@ def test_training_list_updates_live_and_nodes_page_lists_the_nodes(page, cluster
     from playwright.sync_api import expect
 
     expect(page.locator("h1")).to_have_text("Training")
-    mark_no_reload(page)
     api = cluster.factory.api(admin=True, role=Role.ADMIN)  # another admin; the list shows the whole tenant
     response = api.post("/api/v1/training/run", json={"name": "listed", "image": IMAGE, "command": "sleep 4",
                                                       "cpu": 0.5, "memory_gb": 0.25})
     assert response.status_code == 201, response.get_json()
     job_id = response.get_json()["id"]
+    # The rows poll only while a run on the page can change (286 stops them): open the list anew.
+    page.goto("/training")
+    mark_no_reload(page)
 
     row = page.locator("table.jobs tbody tr", has=page.locator(f"a[href='/training/{job_id}']"))
-    expect(row).to_have_count(1, timeout=TIMEOUT_MS)  # appears without a reload
+    expect(row).to_have_count(1, timeout=TIMEOUT_MS)
     expect(row.locator(".status")).to_have_text(re.compile("Queued|Starting|Running"))
     expect(row.locator(".status")).to_have_text("Completed", timeout=TIMEOUT_MS)
     expect(row).to_contain_text(re.compile(r"node[12]"))

@@ -149,6 +149,7 @@ def _objects_of_tenant_a(app, factory):
     a_user = factory.api("tenant-a", Role.MANAGER)
     job = a_user.post("/api/v1/training/run", json=GOOD_JOB).get_json()
     ids = {"job_id": job["id"]}
+    ids.update(_preprocessing_of(a_user))
     from kqi.extensions import db
     from kqi.models import Membership, Tenant
 
@@ -157,6 +158,17 @@ def _objects_of_tenant_a(app, factory):
         ids["tenant_id"] = tenant.id
         ids["user_id"] = db.session.query(Membership).filter_by(tenant_id=tenant.id).first().user_id
     return a_user, ids
+
+
+def _preprocessing_of(a_user):
+    """A data item, a preprocessing definition and a (queued) run of it on that item."""
+    import io
+
+    data = a_user.post("/api/v1/data", data={"name": "secret-a-data", "files": [(io.BytesIO(b"x"), "x.txt")]},
+                       content_type="multipart/form-data").get_json()
+    definition = a_user.post("/api/v1/preprocessings", json={**GOOD_JOB, "name": "secret-a-pre"}).get_json()
+    [run] = a_user.post(f"/api/v1/preprocessings/{definition['id']}/run", json={"data_ids": [data["id"]]}).get_json()["items"]
+    return {"data_id": data["id"], "preprocessing_id": definition["id"], "run_id": run["id"]}
 
 
 def _fill(rule, ids):

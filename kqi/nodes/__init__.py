@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Union
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from kqi.nodes.exec_stream import ExecResult
 
 LABEL_SITE = "kqi.site"
 LABEL_JOB = "kqi.job"
@@ -91,6 +94,10 @@ class ContainerSpec:
     registry_auth: dict[str, str] | None = field(default=None, repr=False)  # docker's auth_config for the pull
     pull: bool = False  # pull even when the node has the image
     progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)  # pull progress
+    # Long-running services (notebooks, TensorBoard): container ports published on random host ports,
+    # and an argv run as is instead of `/bin/sh -c command` (it may carry a notebook's token: not shown)
+    ports: tuple[int, ...] = ()
+    argv: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,16 @@ class NodeDriver(Protocol):
 
     def archive(self, container_id: str, path: str) -> Iterator[bytes]: ...
 
+    def exec(self, container_id: str, argv: list[str], timeout_s: float, limit: int) -> ExecResult:
+        """Run argv in a running container: its exit code and output (kqi/nodes/exec_stream.py)."""
+
     def stop(self, container_id: str, timeout_s: int = 10) -> None: ...
+
+    def published_port(self, container_id: str, port: int) -> int | None:
+        """The host port the engine chose for a container port of `ContainerSpec.ports`."""
+
+    def rx_bytes(self, container_id: str) -> int:
+        """Bytes the container has received over its network (a service's sign of use)."""
 
     def remove(self, container_id: str) -> None: ...
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Iterator
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from requests.exceptions import RequestException
 
 from kqi.nodes import shipping
+from kqi.nodes.exec_stream import ExecResult, read_frames
 from kqi.nodes import (LABEL_JOB, LABEL_RANK, LABEL_SITE, Archive, ContainerSpec, ContainerState, Credentials, GpuInfo,
                        Inventory, NodeError)
 from kqi.nodes.gpus import QUERY_APPS, QUERY_GPUS, parse_apps, parse_gpus
@@ -109,8 +111,8 @@ class DockerEngineDriver:
         kwargs = dict(
             image=spec.image,
             name=spec.name,
-            entrypoint=["/bin/sh", "-c"],
-            command=[spec.command],
+            entrypoint=list(spec.argv) if spec.argv else ["/bin/sh", "-c"],
+            command=None if spec.argv else [spec.command],
             environment=spec.env,
             labels=spec.labels,
             working_dir=spec.workdir,
@@ -119,6 +121,7 @@ class DockerEngineDriver:
             memswap_limit=spec.memory_mib * 1024 * 1024,  # no swap: over the limit means OOMKilled
             device_requests=_gpu_request(spec),
             network_mode="host" if spec.host_network else None,
+            ports={f"{port}/tcp": None for port in spec.ports} or None,  # None: a random free host port
             detach=True,
         )
         shipping.ensure_image(client, spec)
@@ -181,8 +184,41 @@ class DockerEngineDriver:
         stream, _stat = self._call(lambda c: c.api.get_archive(container_id, path))
         return stream
 
+    def exec(self, container_id: str, argv: list[str], timeout_s: float, limit: int) -> ExecResult:
+        """Run argv (no shell added) inside the container, as its user, in its working directory."""
+        deadline = time.monotonic() + timeout_s
+        exec_id = self._call(lambda c: c.api.exec_create(container_id, argv, stdout=True, stderr=True)["Id"])
+        sock = self._call(lambda c: c.api.exec_start(exec_id, socket=True))
+        try:
+            output, ended, truncated = read_frames(sock, deadline, limit)
+        except _TRANSPORT_ERRORS as exc:
+            raise NodeError(f"node unreachable: {exc}") from exc
+        finally:
+            sock.close()
+        if not ended:  # cut off: it may run on inside the container, which is the user's own
+            return ExecResult(None, output, truncated=truncated, timed_out=not truncated)
+        while True:  # the stream ends a moment before the engine records the exit code
+            state = self._call(lambda c: c.api.exec_inspect(exec_id))
+            if not state.get("Running") or time.monotonic() > deadline + 5:
+                return ExecResult(state.get("ExitCode"), output)
+            time.sleep(0.05)
+
     def stop(self, container_id: str, timeout_s: int = 10) -> None:
         self._call(lambda c: c.api.stop(container_id, timeout=timeout_s))
+
+    def published_port(self, container_id: str, port: int) -> int | None:
+        inspected = self._call(lambda c: c.api.inspect_container(container_id))
+        bindings = ((inspected.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp") or []
+        return next((int(b["HostPort"]) for b in bindings if b.get("HostPort")), None)
+
+    def rx_bytes(self, container_id: str) -> int:
+        def stats(client: docker.DockerClient):
+            try:  # one sample at once (API 1.41+); without one_shot the engine waits for a second sample
+                return client.api.stats(container_id, stream=False, one_shot=True)
+            except docker.errors.InvalidVersion:
+                return client.api.stats(container_id, stream=False)
+        networks = self._call(stats).get("networks") or {}
+        return sum(int(n.get("rx_bytes", 0)) for n in networks.values())
 
     def remove(self, container_id: str) -> None:
         try:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
-from kqi import job_runner, node_health, node_registry, notify
+from kqi import cluster_samples, job_runner, node_health, node_registry, notify, services
 from kqi.extensions import db
 from kqi.models import Node
 from kqi.nodes import ContainerState, NodeDriver, NodeError, driver_for
@@ -23,6 +23,7 @@ from kqi.scheduler.plan import plan
 log = logging.getLogger(__name__)
 TICK_JOB = "kqi-scheduler-tick"
 MIN_REST_S, MAX_REST_S = 0.05, 5.0  # rest between back-to-back ticks: none below the first, at most the second
+REST_FACTOR = 3.0  # the rest after a long tick, in multiples of the tick: the loop takes at most a quarter
 # Watching (collecting ended jobs) and starting containers each stop after this long in one tick and
 # go on in the next one at once, so the heartbeat (the start of every tick) is never long delayed.
 PHASE_BUDGET_S = 5.0
@@ -48,7 +49,14 @@ class SchedulerService:
         self._rest_until = 0.0  # monotonic time before which a wake leaves the next tick where it is (see _run)
         self._lock = threading.Lock()  # one tick at a time, whoever calls it
         self._scheduler: BackgroundScheduler | None = None
+        # APScheduler's shutdown(wait=True) holds its job-store lock while it waits for a running tick,
+        # and a tick that reschedules itself (modify_job) needs that lock: a deadlock. Rescheduling
+        # happens under this lock and only while not closing, and shutdown sets closing under it first.
+        self._reschedule_lock = threading.Lock()
+        self._closing = False
         self.notifier = notify.Notifier(app)
+        self.samples = cluster_samples.Recorder(settings["cluster_sample_interval_s"],
+                                                settings["cluster_sample_retention_days"])
 
     # -- reaching nodes
 
@@ -82,6 +90,8 @@ class SchedulerService:
         self._scheduler.start()
 
     def shutdown(self) -> None:
+        with self._reschedule_lock:
+            self._closing = True
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
@@ -103,30 +113,34 @@ class SchedulerService:
         self._wake.set()
         if self._lock.locked() or time.monotonic() < self._rest_until:
             return  # the tick in progress, or the one after the rest, sees the flag
-        if self._scheduler is not None:
+        self._reschedule(datetime.now(timezone.utc))
+
+    def _reschedule(self, when: datetime) -> None:
+        with self._reschedule_lock:
+            if self._closing or self._scheduler is None:
+                return  # shutting down: nothing left to wake
             try:
-                self._scheduler.modify_job(TICK_JOB, next_run_time=datetime.now(timezone.utc))
-            except Exception:  # the scheduler is shutting down; nothing left to wake
-                log.debug("wake ignored", exc_info=True)
+                self._scheduler.modify_job(TICK_JOB, next_run_time=when)
+            except Exception:  # the scheduler stopped under us
+                log.debug("reschedule ignored", exc_info=True)
 
     def _run(self) -> None:
         while True:
             self._wake.clear()
             began = time.monotonic()
             self.tick()
-            if not self._wake.is_set():
+            if not self._wake.is_set() or self._closing:
                 return
-            # Woken during the tick (a burst of submits): the next tick comes after a rest as long as
-            # this one took, so planning a long queue takes at most half of the process from the
-            # requests that feed it. Short ticks (an ordinary queue) follow at once.
-            rest = min(time.monotonic() - began, MAX_REST_S)
-            if rest < MIN_REST_S or self._scheduler is None:
+            # Woken during the tick (a burst of submits): the next tick comes after a rest three times
+            # as long as this one took, so planning a long queue takes at most a quarter of the
+            # process (one interpreter lock) from the requests that feed it; a new job in a queue of
+            # 10,000 gets its position a few seconds later. Short ticks (an ordinary queue) follow at once.
+            took = time.monotonic() - began
+            if took < MIN_REST_S or self._scheduler is None:
                 continue
+            rest = min(took * REST_FACTOR, MAX_REST_S)
             self._rest_until = time.monotonic() + rest
-            try:
-                self._scheduler.modify_job(TICK_JOB, next_run_time=datetime.now(timezone.utc) + timedelta(seconds=rest))
-            except Exception:  # shutting down
-                log.debug("rest ignored", exc_info=True)
+            self._reschedule(datetime.now(timezone.utc) + timedelta(seconds=rest))
             return
 
     def tick(self) -> None:
@@ -138,11 +152,15 @@ class SchedulerService:
                 ctx = self.run_context()
                 node_health.end_jobs_on_lost_nodes(db.session, self.grace_s, self.requeue_default,
                                                    lambda job, lost: job_runner.discard_parts(ctx, job, lost))
+                services.enforce(db.session, self.driver, self.app.config["KQI"])  # notebook lifetimes, idle TensorBoards
+                db.session.commit()
                 if job_runner.watch(db.session, ctx, listings, until=time.monotonic() + PHASE_BUDGET_S) is None:
                     self._wake.set()
                 if not self._start_placed(until=time.monotonic() + PHASE_BUDGET_S):
                     self._wake.set()
                 self.notifier.kick()  # job-end notices go out on their own thread
+                if self.samples.record_if_due(db.session) is not None:  # the dashboard's chart
+                    db.session.commit()
             except Exception:
                 log.exception("scheduler tick failed")
                 db.session.rollback()

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from kqi import jobs, node_registry
+from kqi import jobs, node_registry, services
 from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, Tenant
 from kqi.scheduler.model import (
     WHOLE_GPU,
@@ -81,7 +81,7 @@ def read(session: Session, now: float) -> Snapshot:
             cpu_milli=node.cpu_milli,
             memory_mib=node.memory_mib,
             gpus=tuple(GpuView(index=g.gpu_index, model=g.model, busy=g.busy) for g in gpus.get(node.id, ())),
-            labels=frozenset(node_registry.labels(node, gpus.get(node.id, []))),
+            labels=services.node_labels(node, node_registry.labels(node, gpus.get(node.id, []))),  # + node flags
             schedulable=node.schedulable,
             tenants=None if node.tenants is None else frozenset(node.tenants),
         )
@@ -113,27 +113,21 @@ def read(session: Session, now: float) -> Snapshot:
     # The queue can hold thousands of jobs: plain column rows, not ORM objects (several times faster).
     queued = session.execute(
         select(Job.id, Job.tenant_id, Job.created_at, Job.cpu_milli, Job.memory_mib, Job.gpu_milli, Job.partition,
-               Job.priority, Job.time_limit_s, Job.nodes, Job.queue_position, Job.pending_reasons)
+               Job.priority, Job.time_limit_s, Job.nodes, Job.queue_position, Job.pending_reasons, Job.kind)
         .where(Job.status == JobStatus.QUEUED).order_by(Job.id)
-    ).all()
-    queue = tuple(
-        JobRequest(
-            job_id=row.id,
-            tenant=tenant_names[row.tenant_id],
-            submit_time=_epoch(row.created_at),
-            cpu_milli=row.cpu_milli,
-            memory_mib=row.memory_mib,
-            gpu_milli=row.gpu_milli,
-            partition=row.partition or None,
-            priority=row.priority,
-            time_limit_s=row.time_limit_s,
-            nodes=row.nodes,
-        )
-        for row in queued
     )
+    # One pass, unpacking each row as a tuple: a Row's attribute access costs more than the rest here.
+    queue, pending_seen = [], {}
+    for (job_id, tenant_id, created_at, cpu_milli, memory_mib, gpu_milli, partition, priority, time_limit_s, gang,
+         queue_position, pending_reasons, kind) in queued:
+        queue.append(JobRequest(job_id=job_id, tenant=tenant_names[tenant_id], submit_time=_epoch(created_at),
+                                cpu_milli=cpu_milli, memory_mib=memory_mib, gpu_milli=gpu_milli,
+                                partition=services.request_partition(kind, partition or None),  # services: flagged nodes
+                                priority=priority, time_limit_s=time_limit_s,
+                                nodes=gang))
+        pending_seen[job_id] = (queue_position, tuple(pending_reasons or ()))
     usage = decayed_usage(list(_usage_spans(session, tenant_names, now)), now)
-    state = ClusterState(now=now, nodes=views, running=running, queue=queue, quotas=quotas, usage=usage)
-    pending_seen = {row.id: (row.queue_position, tuple(row.pending_reasons or ())) for row in queued}
+    state = ClusterState(now=now, nodes=views, running=running, queue=tuple(queue), quotas=quotas, usage=usage)
     return Snapshot(state=state, node_ids={node.name: node.id for node in nodes}, pending_seen=pending_seen)
 
 
@@ -185,8 +179,9 @@ def apply(session: Session, snapshot: Snapshot, plan: Plan) -> list[int]:
             started.append(placement.job_id)
         else:
             savepoint.rollback()
-    changed = [{"pending_id": p.job_id, "position": p.position, "reasons": list(p.reasons)}
-               for p in plan.pending if snapshot.pending_seen.get(p.job_id) != (p.position, tuple(p.reasons))]
+    shown = [(p, services.readable_reasons(p.reasons)) for p in plan.pending]
+    changed = [{"pending_id": p.job_id, "position": p.position, "reasons": list(reasons)}
+               for p, reasons in shown if snapshot.pending_seen.get(p.job_id) != (p.position, reasons)]
     if changed:  # one executemany: a job starting shifts the position of every job behind it
         table = Job.__table__
         session.execute(

@@ -88,4 +88,4 @@ def internal_error(exc: Exception):
     return error_response(500, "internal", "internal error; the server log has the details")
 
 
-from kqi.views.api import account, admin, data, datasets, nodes, openapi, runs, site, sources, training, users  # noqa: E402,F401  (register their routes)
+from kqi.views.api import account, admin, dashboard, data, datasets, estimate, nodes, notebooks, openapi, preprocessing, runs, site, sources, training, users  # noqa: E402,F401  (register their routes)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import current_app, g, jsonify, request, send_file, url_for
 
-from kqi import data
+from kqi import data, preprocessing
 from kqi.blobs import BlobStore, TooLarge
 from kqi.extensions import db
 from kqi.uploads import body_chunks, multipart
@@ -60,7 +60,8 @@ def list_data():
 
 @blueprint.get("/data/<int:data_id>")
 def get_data(data_id: int):
-    return jsonify(data.as_dict(data.get(db.session, g.principal, data_id)))
+    record = data.get(db.session, g.principal, data_id)
+    return jsonify({**data.as_dict(record), "lineage": preprocessing.data_lineage(db.session, record)})
 
 
 @blueprint.put("/data/<int:data_id>")

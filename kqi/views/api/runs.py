@@ -1,13 +1,11 @@
 """What a run was given and what came of it: attachments (/kqi/attach), lineage, output.zip."""
 from __future__ import annotations
 
-import tempfile
-import zipfile
 from pathlib import Path
 
 from flask import current_app, g, jsonify, request, send_file
 
-from kqi import job_sources, jobs
+from kqi import job_sources, jobs, runs
 from kqi.errors import Conflict
 from kqi.extensions import db
 from kqi.models import JobStatus
@@ -58,17 +56,7 @@ def job_lineage(job_id: int):
 @blueprint.get("/training/<int:job_id>/output.zip")
 def output_zip(job_id: int):
     """The kept /kqi/output as one zip (built on disk, streamed back)."""
-    job = jobs.get(db.session, g.principal, job_id)
-    if not job.status.finished:
-        raise Conflict(f"job {job.id} is {job.status.value}: the zip is made from the kept output once it ends")
-    files = JobFiles(current_app.instance_path, job.id)
-    spool = tempfile.TemporaryFile(dir=Path(current_app.instance_path))
-    with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as archive:
-        for f in files.list_output():
-            path = files.output_path(f.path)
-            if path is not None:
-                archive.write(path, f.path)
-    spool.seek(0)
+    spool = runs.output_zip(Path(current_app.instance_path), jobs.get(db.session, g.principal, job_id))
     return send_file(spool, as_attachment=True, download_name="output.zip", mimetype="application/zip")
 
 

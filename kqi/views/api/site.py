@@ -97,6 +97,10 @@ SETTINGS_PROPS = {
     "notebook_image": {"type": "string"}, "default_cpu": {"type": "number"}, "default_memory_gb": {"type": "number"},
     "default_gpu": {"type": "number"}, "smtp_host": {"type": "string"}, "smtp_port": {"type": "integer"},
     "smtp_from": {"type": "string"},
+    "notebook_command": {"type": "string", "description": "argv template: {port} and {token} replaced, no shell"},
+    "notebook_port": {"type": "integer"}, "tensorboard_image": {"type": "string"},
+    "tensorboard_command": {"type": "string", "description": "argv template: {port} replaced, no shell"},
+    "tensorboard_port": {"type": "integer"},
 }
 NUMBER = {"type": "number"}
 CONTAINER = obj({"job_id": {"type": "integer"}, "kind": {"type": "string"}, "name": {"type": "string"},

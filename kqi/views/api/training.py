@@ -1,80 +1,125 @@
-"""Training jobs: submit, list, read, halt, log and output files."""
+"""Training and inference runs: submit, list with filters, read, edit (memo, tags, star), timeline, halt,
+delete, exec, log and output files. One set of views serves /training and /inference (kqi/views/kinds.py)."""
 from __future__ import annotations
 
 import io
 
-from flask import Response, g, jsonify, request, send_file, url_for
+from flask import Response, current_app, g, jsonify, request, send_file, url_for
 
-from kqi import job_runner, jobs
+from kqi import job_exec, job_runner, jobs, runs
+from kqi.blobs import BlobStore
 from kqi.errors import NotFound
 from kqi.extensions import db
-from kqi.blobs import BlobStore
 from kqi.storage import LOG_NAME, JobFiles
 from kqi.validation import paging
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
-from kqi.views.api.openapi import NULLABLE_INTEGER, NULLABLE_STRING, PAGING, body, obj, ok, op, page_of, path_id, query
+from kqi.views.api.openapi import (
+    NULLABLE_INTEGER,
+    NULLABLE_NUMBER,
+    NULLABLE_STRING,
+    PAGING,
+    body,
+    obj,
+    ok,
+    op,
+    page_of,
+    path_id,
+    query,
+)
+from kqi.views.kinds import kind_route, lookup_kind
 
 
-@blueprint.post("/training/run")
-def run_training():
-    job = jobs.submit(db.session, g.principal, json_body())
+@kind_route(blueprint, "/run", methods=("POST",))
+def run_training(kind: str):
+    job = jobs.submit(db.session, g.principal, json_body(), kind=kind)
     db.session.commit()
     scheduler().wake()
-    return created(jobs.as_dict(job), url_for("api.get_training", job_id=job.id))
+    return created(_job_dict(job), url_for(f"api.get_{kind}", job_id=job.id))
 
 
-@blueprint.get("/training")
-def list_training():
+@kind_route(blueprint, "")
+def list_training(kind: str):
     page_no, per_page = paging(request.args)
-    items, total = jobs.page(db.session, g.principal, page_no, per_page, status=request.args.get("status"))
-    return paged([jobs.as_dict(j) for j in items], total, page_no, per_page)
+    items, total = jobs.page(db.session, g.principal, page_no, per_page, status=request.args.get("status"),
+                             kind=kind, filters=request.args)
+    starred = runs.favorite_ids(db.session, g.principal, [j.id for j in items])
+    return paged([_job_dict(j, j.id in starred) for j in items], total, page_no, per_page)
 
 
-@blueprint.get("/training/<int:job_id>")
-def get_training(job_id: int):
-    return jsonify(jobs.as_dict(jobs.get(db.session, g.principal, job_id)))
+@kind_route(blueprint, "/<int:job_id>")
+def get_training(job_id: int, kind: str):
+    return jsonify(_job_dict(_job(job_id, kind)))
 
 
-@blueprint.post("/training/<int:job_id>/halt")
-def halt_training(job_id: int):
-    job = jobs.request_halt(db.session, g.principal, job_id)
+@kind_route(blueprint, "/<int:job_id>", methods=("PATCH",))
+def edit_training(job_id: int, kind: str):
+    job = runs.update(db.session, g.principal, _job(job_id, kind), json_body())
+    db.session.commit()
+    return jsonify(_job_dict(job))
+
+
+@kind_route(blueprint, "/<int:job_id>/timeline")
+def training_timeline(job_id: int, kind: str):
+    return jsonify({"items": runs.timeline(db.session, _job(job_id, kind))})
+
+
+@kind_route(blueprint, "/<int:job_id>/halt", methods=("POST",))
+def halt_training(job_id: int, kind: str):
+    job = jobs.halt(db.session, _job(job_id, kind))
     db.session.commit()
     scheduler().wake()
-    return jsonify(jobs.as_dict(job))
+    return jsonify(_job_dict(job))
 
 
-@blueprint.delete("/training/<int:job_id>")
-def delete_training(job_id: int):
-    attached = jobs.remove(db.session, g.principal, job_id)
+@kind_route(blueprint, "/<int:job_id>", methods=("DELETE",))
+def delete_training(job_id: int, kind: str):
+    attached = jobs.remove(db.session, g.principal, _job(job_id, kind).id)
     db.session.commit()
     JobFiles(_ctx().instance, job_id).delete()
     BlobStore(_ctx().instance).discard_unreferenced(db.session, attached)
     return "", 204
 
 
-@blueprint.get("/training/<int:job_id>/log")
-def training_log(job_id: int):
-    job = jobs.get(db.session, g.principal, job_id)
-    data = job_runner.read_log(_ctx(), job)
+@kind_route(blueprint, "/<int:job_id>/exec", methods=("POST",))
+def exec_training(job_id: int, kind: str):
+    settings = current_app.config["KQI"]
+    return jsonify(job_exec.run(db.session, _ctx(), g.principal, job_id, json_body(), kind=lookup_kind(kind),
+                                timeout_s=settings["exec_timeout_s"], limit_bytes=settings["exec_output_kb"] * 1024,
+                                ip=request.remote_addr or ""))
+
+
+@kind_route(blueprint, "/<int:job_id>/log")
+def training_log(job_id: int, kind: str):
+    data = job_runner.read_log(_ctx(), _job(job_id, kind))
     return Response(data, mimetype="text/plain",
                     headers={"Content-Disposition": f'inline; filename="{LOG_NAME}"'})
 
 
-@blueprint.get("/training/<int:job_id>/files")
-def training_files(job_id: int):
-    job = jobs.get(db.session, g.principal, job_id)
+@kind_route(blueprint, "/<int:job_id>/files")
+def training_files(job_id: int, kind: str):
+    job = _job(job_id, kind)
     return jsonify({"items": [{"path": f.path, "size": f.size} for f in job_runner.output_files(_ctx(), job)]})
 
 
-@blueprint.get("/training/<int:job_id>/files/<path:path>")
-def training_file(job_id: int, path: str):
-    job = jobs.get(db.session, g.principal, job_id)
-    found = job_runner.output_file(_ctx(), job, path)
+@kind_route(blueprint, "/<int:job_id>/files/<path:path>")
+def training_file(job_id: int, path: str, kind: str):
+    found = job_runner.output_file(_ctx(), _job(job_id, kind), path)
     if found is None:
         raise NotFound("file")
     name = path.rsplit("/", 1)[-1]
     return send_file(io.BytesIO(found) if isinstance(found, bytes) else found, as_attachment=True,
                      download_name=name, mimetype="application/octet-stream")
+
+
+def _job(job_id: int, kind: str):
+    return jobs.get(db.session, g.principal, job_id, lookup_kind(kind))
+
+
+def _job_dict(job, favorite: bool | None = None) -> dict:
+    """The job's JSON with the caller's star (a list passes it for the whole page at once)."""
+    if favorite is None:
+        favorite = job.id in runs.favorite_ids(db.session, g.principal, [job.id])
+    return {**jobs.as_dict(job), "favorite": favorite}
 
 
 def _ctx():
@@ -95,7 +140,8 @@ JOB = obj({
                                               "gpu_indices": {"type": "array", "items": {"type": "integer"}}})},
     "queue_position": NULLABLE_INTEGER, "pending_reasons": {"type": "array", "items": {"type": "string"}},
     "halt_requested": {"type": "boolean"}, "created_at": NULLABLE_STRING, "started_at": NULLABLE_STRING,
-    "completed_at": NULLABLE_STRING,
+    "completed_at": NULLABLE_STRING, "value": {**NULLABLE_NUMBER, "description": "/kqi/output/value.txt, read at the end"},
+    "tags": {"type": "array", "items": {"type": "string"}}, "favorite": {"type": "boolean"},
 }, required=["id", "name", "status"])
 SUBMIT = obj({
     "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{0,29}$"}, "image": {"type": "string"},
@@ -110,23 +156,55 @@ JOB_ID = [path_id("job_id")]
 TEXT = {"200": {"description": "the log, stdout and stderr together", "content": {"text/plain": {"schema": {"type": "string"}}}}}
 FILE = {"200": {"description": "the file", "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                                "format": "binary"}}}}}
-TAGS = ["training"]
-PATHS = {
-    "/training/run": {"post": op("Submit a training job", ok(JOB, "Created (Location: the job)", 201), tags=TAGS,
-                                 request=body(SUBMIT))},
-    "/training": {"get": op("List the tenant's training jobs, newest first", ok(page_of(JOB)), tags=TAGS,
-                            parameters=[*PAGING, query("status", {"type": "string", "enum": STATUSES})])},
-    "/training/{job_id}": {
-        "get": op("One training job", ok(JOB), tags=TAGS, parameters=JOB_ID),
-        "delete": op("Delete an ended job, its log and outputs", {"204": {"description": "deleted"}}, tags=TAGS,
-                     parameters=JOB_ID),
-    },
-    "/training/{job_id}/halt": {"post": op("Halt a job: a queued one at once, a running one by the scheduler",
-                                           ok(JOB), tags=TAGS, parameters=JOB_ID)},
-    "/training/{job_id}/log": {"get": op("The job's log, live while it runs", TEXT, tags=TAGS, parameters=JOB_ID)},
-    "/training/{job_id}/files": {"get": op("The files under /kqi/output", ok(obj({"items": {"type": "array", "items": obj(
-        {"path": {"type": "string"}, "size": {"type": "integer"}})}})), tags=TAGS, parameters=JOB_ID)},
-    "/training/{job_id}/files/{path}": {"get": op(
-        "Download one output file", FILE, tags=TAGS,
-        parameters=[*JOB_ID, {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}])},
-}
+EDIT = obj({"memo": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}, "maxItems": runs.MAX_TAGS},
+            "favorite": {"type": "boolean", "description": "the caller's star"}}, required=[])
+EXEC = obj({"command": {"oneOf": [{"type": "string", "minLength": 1, "description": "run by /bin/sh -c in the container"},
+                                  {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                   "description": "argv, run as is"}]}})
+EXEC_RESULT = obj({"exit_code": NULLABLE_INTEGER, "output": {"type": "string"}, "truncated": {"type": "boolean"},
+                   "timed_out": {"type": "boolean"}, "timeout_s": {"type": "number"}})
+TIMELINE = obj({"items": {"type": "array", "items": obj({"at": {"type": "string"}, "status": {"type": "string"},
+                                                         "reason": NULLABLE_STRING})}})
+FILTERS = [
+    query("status", {"type": "string", "enum": STATUSES}),
+    query("name", {"type": "string", "maxLength": 64}, "part of the name"),
+    query("tag", {"type": "string", "maxLength": 64}, "one whole tag"),
+    query("user", {"type": "string", "maxLength": 64}, "the submitter's username"),
+    query("created_from", {"type": "string", "format": "date"}, "ISO 8601 date or time (UTC)"),
+    query("created_to", {"type": "string", "format": "date"}, "ISO 8601 date or time (UTC); a date covers that day"),
+    query("favorites", {"type": "boolean"}, "only the runs the caller starred"),
+]
+
+
+def _paths(kind: str) -> dict:
+    """The same operations under /training and /inference."""
+    tags, a = [kind], f"{kind} run"
+    return {
+        f"/{kind}/run": {"post": op(f"Submit a {a}" + (" (parent_ids: at least one training)" if kind == "inference" else ""),
+                                    ok(JOB, "Created (Location: the job)", 201), tags=tags, request=body(SUBMIT))},
+        f"/{kind}": {"get": op(f"List the tenant's {kind} runs, newest first, filtered", ok(page_of(JOB)), tags=tags,
+                               parameters=[*PAGING, *FILTERS])},
+        f"/{kind}/{{job_id}}": {
+            "get": op(f"One {a}", ok(JOB), tags=tags, parameters=JOB_ID),
+            "patch": op("Edit the memo, the tags or the caller's star", ok(JOB), tags=tags, parameters=JOB_ID,
+                        request=body(EDIT)),
+            "delete": op("Delete an ended run, its log and outputs", {"204": {"description": "deleted"}}, tags=tags,
+                         parameters=JOB_ID),
+        },
+        f"/{kind}/{{job_id}}/timeline": {"get": op("Every status change with its time and reason", ok(TIMELINE),
+                                                   tags=tags, parameters=JOB_ID)},
+        f"/{kind}/{{job_id}}/halt": {"post": op("Halt a run: a queued one at once, a running one by the scheduler",
+                                                ok(JOB), tags=tags, parameters=JOB_ID)},
+        f"/{kind}/{{job_id}}/exec": {"post": op(
+            "Run a command in the running container (time limit and output cap: exec_timeout_s, exec_output_kb)",
+            ok(EXEC_RESULT), tags=tags, parameters=JOB_ID, request=body(EXEC))},
+        f"/{kind}/{{job_id}}/log": {"get": op("The run's log, live while it runs", TEXT, tags=tags, parameters=JOB_ID)},
+        f"/{kind}/{{job_id}}/files": {"get": op("The files under /kqi/output", ok(obj({"items": {"type": "array", "items": obj(
+            {"path": {"type": "string"}, "size": {"type": "integer"}})}})), tags=tags, parameters=JOB_ID)},
+        f"/{kind}/{{job_id}}/files/{{path}}": {"get": op(
+            "Download one output file", FILE, tags=tags,
+            parameters=[*JOB_ID, {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}])},
+    }
+
+
+PATHS = {path: item for kind in runs.KINDS for path, item in _paths(kind).items()}

@@ -43,6 +43,19 @@ def page(template: str, fragment: str | None = None, **context) -> Response:
     return response
 
 
+def go_to(target: str) -> Response:
+    """After a form that worked: htmx follows HX-Redirect (a 3xx would be swapped in), a plain
+    browser the redirect."""
+    if request.headers.get("HX-Request"):
+        return Response(status=204, headers={"HX-Redirect": target})
+    return redirect(target)
+
+
+def polled(body: str, job) -> Response:
+    """A fragment that polls while `job` runs; 286 stops htmx polling once it has ended."""
+    return Response(body, status=STOP_POLLING if job.status.finished else 200)
+
+
 def scheduler():
     return current_app.extensions["kqi_scheduler"]
 
@@ -97,7 +110,7 @@ def login():
             login_user(who.user)
             session["tenant"] = who.tenant.name
             target = request.args.get("next", "")
-            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("pages.training_list"))
+            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("pages.dashboard_page"))
     return render_template("login.html", error=error, form=form), status
 
 
@@ -110,8 +123,8 @@ def logout():
 
 @blueprint.get("/")
 def home():
-    return redirect(url_for("pages.training_list"))
+    return redirect(url_for("pages.dashboard_page"))
 
 
 
-from kqi.views.pages import admin, data, nodes, training  # noqa: E402,F401  (register their pages)
+from kqi.views.pages import admin, dashboard, data, nodes, notebooks, preprocessing, submit, training  # noqa: E402,F401  (register their pages)

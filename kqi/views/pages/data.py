@@ -15,7 +15,7 @@ from kqi.models_data import Dataset, DatasetEntry
 from kqi.uploads import multipart
 from kqi.validation import paging
 from kqi.views.api.data import keep, store, upload_limit
-from kqi.views.pages import blueprint, member_page, page
+from kqi.views.pages import blueprint, go_to, member_page, page
 
 
 def _data(who, data_id: int):
@@ -143,7 +143,7 @@ def data_delete(who, data_id: int):
         return Response(f'<p class="error">{_escape(exc.message)}</p>', status=422)
     store().discard_unreferenced(db.session, shas)
     target = url_for("pages.data_list")
-    return Response(status=204, headers={"HX-Redirect": target})
+    return go_to(target)
 
 
 def _escape(text: str) -> str:
@@ -207,9 +207,7 @@ def dataset_edit(who, dataset_id: int | None = None):
             error = exc
         else:
             target = url_for("pages.dataset_detail", dataset_id=dataset.id)
-            if request.headers.get("HX-Request"):
-                return Response(status=204, headers={"HX-Redirect": target})
-            return redirect(target)
+            return go_to(target)
         dataset = _dataset(who, dataset_id) if dataset_id else None
     if request.method == "GET" and dataset is not None and dataset.locked:
         return redirect(url_for("pages.dataset_detail", dataset_id=dataset.id))
@@ -247,7 +245,7 @@ def dataset_delete(who, dataset_id: int):
     except ServiceError as exc:
         db.session.rollback()
         return Response(f'<p class="error">{_escape(exc.message)}</p>', status=422)
-    return Response(status=204, headers={"HX-Redirect": url_for("pages.dataset_list")})
+    return go_to(url_for("pages.dataset_list"))
 
 
 # -- what the run page shows of a job's sources (templates/training/*.html call these)

@@ -1,75 +1,66 @@
-"""Training pages: list, submit form, detail with live status, log and output files, halt."""
+"""Training and inference pages (one set of views, kqi/views/kinds.py): the history list with filters,
+stars and tags; the detail with its live status and timeline, log, output files, memo and tag edits, halt,
+delete, and a shell into the running container."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
-from flask import Response, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask import (
+    abort,
+    current_app,
+    flash,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 
-from kqi import job_runner, job_sources, jobs
+from kqi import job_exec, job_runner, jobs, runs
+from kqi.blobs import BlobStore
 from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.models import JobStatus
-from kqi.storage import LOG_NAME
+from kqi.storage import LOG_NAME, JobFiles
 from kqi.validation import paging
-from kqi.views.pages import STOP_POLLING, blueprint, member_page, page, scheduler
+from kqi.views.kinds import kind_route, lookup_kind
+from kqi.views.pages import STOP_POLLING, blueprint, go_to, member_page, page, polled, scheduler
 
 
-@blueprint.get("/training")
+@kind_route(blueprint, "")
 @member_page
-def training_list(who):
+def training_list(who, kind: str):
+    """The history: filters in the query string (bookmarkable); the rows poll themselves while any
+    job on the page can still change, and the poll stops (286) once none can."""
     page_no, per_page = paging(request.args)
-    status = request.args.get("status") or None
-    try:
-        items, total = jobs.page(db.session, who, page_no, per_page, status=status)
-    except ServiceError:
-        items, total, status = [], 0, None
-    return page("training/list.html", "training/_rows.html", jobs=items, total=total, page_no=page_no,
-                per_page=per_page, status=status, statuses=[s.value for s in JobStatus])
-
-
-def _form_body(form) -> dict:
-    """The submit form as the API's JSON body, so both go through the same validation."""
-    body = {key: form.get(key, "").strip() for key in ("name", "image", "command", "cpu", "memory_gb", "gpu",
-                                                         "memo", "time_limit_s", "priority", "partition")}
-    body["command"] = form.get("command", "")
-    env = {}
-    for line in form.get("env", "").splitlines():
-        if not line.strip():
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise ServiceError(f"env: write one NAME=value per line ({line.strip()[:40]!r} has no '=')", field="env")
-        env[key.strip()] = value
-    body["env"] = env
-    body = {k: v for k, v in body.items() if v not in ("", None) or k in ("name", "image", "command", "cpu", "memory_gb")}
-    return {**body, **job_sources.form_fields(form)}
-
-
-@blueprint.route("/training/new", methods=["GET", "POST"])
-@member_page
-def training_new(who):
-    form = request.form if request.method == "POST" else {"cpu": "1", "memory_gb": "1", "gpu": "0", "priority": "normal"}
+    filters = {k: request.args.get(k, "").strip() for k in runs.FILTERS}
     error = None
-    if request.method == "POST":
-        try:
-            job = jobs.submit(db.session, who, _form_body(request.form))
-            db.session.commit()
-        except ServiceError as exc:
-            db.session.rollback()
-            error = exc
-        else:
-            scheduler().wake()
-            target = url_for("pages.training_detail", job_id=job.id)
-            if request.headers.get("HX-Request"):
-                return Response(status=204, headers={"HX-Redirect": target})
-            return redirect(target)
-    status = 422 if error else 200
-    return page("training/new.html", "training/_form.html", form=form, error=error), status
-
-
-def _job(who, job_id: int):
     try:
-        return jobs.get(db.session, who, job_id)
+        items, total = jobs.page(db.session, who, page_no, per_page, status=filters["status"] or None, kind=kind,
+                                 filters=filters)
+    except ServiceError as exc:
+        db.session.rollback()
+        items, total, error = [], 0, exc
+    active = any(not job.status.finished for job in items)
+    response = page("training/list.html", "training/_rows.html", kind=kind, jobs=items, total=total,
+                    page_no=page_no, per_page=per_page, filters=filters, error=error,
+                    query={k: v for k, v in filters.items() if v}, statuses=[s.value for s in JobStatus],
+                    starred=runs.favorite_ids(db.session, who, [j.id for j in items]), active=active)
+    if request.args.get("poll") == "1" and not active:
+        response.status_code = STOP_POLLING
+    return response
+
+
+@blueprint.app_template_global()
+def new_run_url(kind: str, **args) -> str | None:
+    """The submit form of a kind (copy=ID, parent=ID prefill it), or None while it has none."""
+    endpoint = f"pages.{kind}_new"
+    return url_for(endpoint, **args) if endpoint in current_app.view_functions else None
+
+
+def _job(who, job_id: int, kind: str):
+    try:
+        return jobs.get(db.session, who, job_id, lookup_kind(kind))
     except ServiceError:
         abort(404)
 
@@ -78,52 +69,53 @@ def _ctx():
     return scheduler().run_context()
 
 
-@blueprint.get("/training/<int:job_id>")
+
+
+@kind_route(blueprint, "/<int:job_id>")
 @member_page
-def training_detail(who, job_id: int):
-    return render_template("training/detail.html", job=_job(who, job_id))
+def training_detail(who, job_id: int, kind: str):
+    job = _job(who, job_id, kind)
+    return render_template("training/detail.html", job=job, kind=kind, timeline=runs.timeline(db.session, job),
+                           favorite=bool(runs.favorite_ids(db.session, who, [job.id])))
 
 
-@blueprint.get("/training/<int:job_id>/status")
+@kind_route(blueprint, "/<int:job_id>/status")
 @member_page
-def training_status(who, job_id: int):
-    job = _job(who, job_id)
-    body = render_template("training/_status.html", job=job)
-    return Response(body, status=STOP_POLLING if job.status.finished else 200)
+def training_status(who, job_id: int, kind: str):
+    job = _job(who, job_id, kind)
+    return polled(render_template("training/_status.html", job=job, kind=kind,
+                                   timeline=runs.timeline(db.session, job)), job)
 
 
-@blueprint.get("/training/<int:job_id>/log")
+@kind_route(blueprint, "/<int:job_id>/log")
 @member_page
-def training_log(who, job_id: int):
-    job = _job(who, job_id)
+def training_log(who, job_id: int, kind: str):
+    job = _job(who, job_id, kind)
     whole = request.args.get("whole") == "1"
     tail = None if whole else current_app.config["KQI"]["log_tail_lines"]
     text = job_runner.read_log(_ctx(), job, tail=tail).decode("utf-8", "replace")
-    body = render_template("training/_log.html", job=job, log=text, whole=whole)
-    return Response(body, status=STOP_POLLING if job.status.finished else 200)
+    return polled(render_template("training/_log.html", job=job, kind=kind, log=text, whole=whole), job)
 
 
-@blueprint.get("/training/<int:job_id>/log/download")
+@kind_route(blueprint, "/<int:job_id>/log/download")
 @member_page
-def training_log_download(who, job_id: int):
-    job = _job(who, job_id)
-    data = job_runner.read_log(_ctx(), job)
+def training_log_download(who, job_id: int, kind: str):
+    data = job_runner.read_log(_ctx(), _job(who, job_id, kind))
     return send_file(io.BytesIO(data), as_attachment=True, download_name=LOG_NAME, mimetype="text/plain")
 
 
-@blueprint.get("/training/<int:job_id>/files")
+@kind_route(blueprint, "/<int:job_id>/files")
 @member_page
-def training_files(who, job_id: int):
-    job = _job(who, job_id)
-    body = render_template("training/_files.html", job=job, files=job_runner.output_files(_ctx(), job))
-    return Response(body, status=STOP_POLLING if job.status.finished else 200)
+def training_files(who, job_id: int, kind: str):
+    job = _job(who, job_id, kind)
+    files = job_runner.output_files(_ctx(), job)
+    return polled(render_template("training/_files.html", job=job, kind=kind, files=files), job)
 
 
-@blueprint.get("/training/<int:job_id>/files/<path:path>")
+@kind_route(blueprint, "/<int:job_id>/files/<path:path>")
 @member_page
-def training_file(who, job_id: int, path: str):
-    job = _job(who, job_id)
-    found = job_runner.output_file(_ctx(), job, path)
+def training_file(who, job_id: int, path: str, kind: str):
+    found = job_runner.output_file(_ctx(), _job(who, job_id, kind), path)
     if found is None:
         abort(404)
     name = path.rsplit("/", 1)[-1]
@@ -131,15 +123,96 @@ def training_file(who, job_id: int, path: str):
                      download_name=name, mimetype="application/octet-stream")
 
 
-@blueprint.post("/training/<int:job_id>/halt")
+@kind_route(blueprint, "/<int:job_id>/output.zip")
 @member_page
-def training_halt(who, job_id: int):
+def training_output_zip(who, job_id: int, kind: str):
+    spool = runs.output_zip(Path(current_app.instance_path), _job(who, job_id, kind))
+    return send_file(spool, as_attachment=True, download_name="output.zip", mimetype="application/zip")
+
+
+@kind_route(blueprint, "/<int:job_id>/halt", methods=("POST",))
+@member_page
+def training_halt(who, job_id: int, kind: str):
+    job = _job(who, job_id, kind)
     try:
-        job = jobs.request_halt(db.session, who, job_id)
+        jobs.halt(db.session, job)
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
         flash(exc.message)
-        job = _job(who, job_id)
+        job = _job(who, job_id, kind)
     scheduler().wake()
-    return render_template("training/_status.html", job=job)
+    return render_template("training/_status.html", job=job, kind=kind, timeline=runs.timeline(db.session, job))
+
+
+@kind_route(blueprint, "/<int:job_id>/meta")
+@member_page
+def training_meta(who, job_id: int, kind: str):
+    """The memo and tags card, read-only or as its edit form (?edit=1)."""
+    job = _job(who, job_id, kind)
+    return render_template("training/_meta.html", job=job, kind=kind, editing=request.args.get("edit") == "1",
+                           form={"memo": job.memo, "tags": ", ".join(r.tag for r in job.tag_rows)})
+
+
+@kind_route(blueprint, "/<int:job_id>/meta", methods=("POST",))
+@member_page
+def training_edit(who, job_id: int, kind: str):
+    """Memo and tags, edited in place (the tags as one comma-separated field)."""
+    job = _job(who, job_id, kind)
+    body = {"memo": request.form.get("memo", ""),
+            "tags": [t for t in (part.strip() for part in request.form.get("tags", "").split(",")) if t]}
+    try:
+        runs.update(db.session, who, job, body)
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        job = _job(who, job_id, kind)
+        return render_template("training/_meta.html", job=job, kind=kind, editing=True, error=exc,
+                               form=request.form), 422
+    return render_template("training/_meta.html", job=job, kind=kind, editing=False)
+
+
+@kind_route(blueprint, "/<int:job_id>/favorite", methods=("POST",))
+@member_page
+def training_favorite(who, job_id: int, kind: str):
+    job = _job(who, job_id, kind)
+    on = request.form.get("on") == "1"
+    runs.set_favorite(db.session, who, job, on)
+    db.session.commit()
+    return render_template("training/_star.html", job=job, kind=kind, favorite=on)
+
+
+@kind_route(blueprint, "/<int:job_id>/delete", methods=("POST",))
+@member_page
+def training_delete(who, job_id: int, kind: str):
+    """Delete an ended run with its log and outputs (the page asks first)."""
+    job = _job(who, job_id, kind)
+    try:
+        attached = jobs.remove(db.session, who, job.id)
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        return render_template("training/_notice.html", error=exc.message), 422
+    JobFiles(_ctx().instance, job_id).delete()
+    BlobStore(_ctx().instance).discard_unreferenced(db.session, attached)
+    flash(f"{kind.capitalize()} {job_id} and its files were deleted.")
+    target = url_for(f"pages.{kind}_list")
+    return go_to(target)
+
+
+@kind_route(blueprint, "/<int:job_id>/exec", methods=("POST",))
+@member_page
+def training_exec(who, job_id: int, kind: str):
+    """The shell panel: one command (run by /bin/sh -c inside the job's container) and its output."""
+    settings = current_app.config["KQI"]
+    command = request.form.get("command", "")
+    try:
+        result = job_exec.run(db.session, _ctx(), who, job_id, {"command": command}, kind=lookup_kind(kind),
+                              timeout_s=settings["exec_timeout_s"], limit_bytes=settings["exec_output_kb"] * 1024,
+                              ip=request.remote_addr or "")
+    except ServiceError as exc:
+        db.session.rollback()
+        if exc.status == 404:
+            abort(404)
+        return render_template("training/_exec_result.html", command=command, error=exc.message), 422
+    return render_template("training/_exec_result.html", command=command, result=result)
