@@ -36,6 +36,9 @@ class AuditBuffer:
         self.delay_s = delay_s
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        # Held from taking the rows to their commit: a reader's write() waits for rows another thread
+        # has taken but not yet committed, so its read that follows sees them.
+        self._writing = threading.Lock()
         self._timer: threading.Timer | None = None
 
     def add(self, row: dict[str, Any]) -> None:
@@ -48,21 +51,22 @@ class AuditBuffer:
 
     def write(self, session: Session) -> None:
         """Write what waits, now (the caller's session; committed here)."""
-        with self._lock:
-            rows, self._rows = self._rows, []
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        if not rows:
-            return
-        try:
-            session.execute(insert(AuditEvent), rows)
-            session.commit()
-        except Exception:
-            session.rollback()
-            with self._lock:  # kept for the next try, in order
-                self._rows[:0] = rows
-            raise
+        with self._writing:
+            with self._lock:
+                rows, self._rows = self._rows, []
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+            if not rows:
+                return
+            try:
+                session.execute(insert(AuditEvent), rows)
+                session.commit()
+            except Exception:
+                session.rollback()
+                with self._lock:  # kept for the next try, in order
+                    self._rows[:0] = rows
+                raise
 
     def _write_later(self) -> None:
         from kqi.extensions import db
