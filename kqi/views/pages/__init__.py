@@ -51,6 +51,14 @@ def go_to(target: str) -> Response:
     return redirect(target)
 
 
+def found(get, who, object_id: int):
+    """`get(session, who, id)` from a service, or a 404 page: another tenant's object, or none."""
+    try:
+        return get(db.session, who, object_id)
+    except ServiceError:
+        abort(404)
+
+
 def polled(body: str, job) -> Response:
     """A fragment that polls while `job` runs; 286 stops htmx polling once it has ended."""
     return Response(body, status=STOP_POLLING if job.status.finished else 200)

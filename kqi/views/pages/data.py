@@ -15,21 +15,15 @@ from kqi.models_data import Dataset, DatasetEntry
 from kqi.uploads import multipart
 from kqi.validation import paging
 from kqi.views.api.data import keep, store, upload_limit
-from kqi.views.pages import blueprint, go_to, member_page, page
+from kqi.views.pages import blueprint, found, go_to, member_page, page
 
 
 def _data(who, data_id: int):
-    try:
-        return data.get(db.session, who, data_id)
-    except ServiceError:
-        abort(404)
+    return found(data.get, who, data_id)
 
 
 def _dataset(who, dataset_id: int):
-    try:
-        return datasets.get(db.session, who, dataset_id)
-    except ServiceError:
-        abort(404)
+    return found(datasets.get, who, dataset_id)
 
 
 @blueprint.get("/data")

@@ -17,7 +17,7 @@ from kqi.extensions import db
 from kqi.models import JobStatus
 from kqi.storage import JobFiles
 from kqi.validation import paging
-from kqi.views.pages import blueprint, go_to, member_page, page, polled, scheduler
+from kqi.views.pages import blueprint, found, go_to, member_page, page, polled, scheduler
 from kqi.views.pages.submit import body_of, typed
 
 FORM_FIELDS = ("name", "image", "cpu", "memory_gb", "gpu", "partition", "env", "memo", "git", "dataset_id",
@@ -29,10 +29,7 @@ def _ctx():
 
 
 def _notebook(who, job_id: int):
-    try:
-        return notebooks.get(db.session, who, job_id)
-    except ServiceError:
-        abort(404)
+    return found(notebooks.get, who, job_id)
 
 
 

@@ -20,7 +20,7 @@ from kqi.models_data import Data
 from kqi.models_preprocessing import Preprocessing
 from kqi.storage import JobFiles
 from kqi.validation import paging
-from kqi.views.pages import STOP_POLLING, blueprint, go_to, member_page, page, scheduler
+from kqi.views.pages import STOP_POLLING, blueprint, found, go_to, member_page, page, scheduler
 
 TEXT_FIELDS = ("name", "image", "command", "partition", "memo")
 NUMBER_FIELDS = ("cpu", "memory_gb", "gpu")
@@ -28,10 +28,7 @@ GIT_FIELDS = ("repository", "branch", "commit")
 
 
 def _definition(who, preprocessing_id: int):
-    try:
-        return preprocessing.get(db.session, who, preprocessing_id)
-    except ServiceError:
-        abort(404)
+    return found(preprocessing.get, who, preprocessing_id)
 
 
 @blueprint.get("/preprocessing")
