@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from kqi import jobs, node_registry
+from kqi import jobs
 from kqi import validation as v
 from kqi.accounts import Principal
 from kqi.scheduler import snapshot
@@ -34,7 +34,7 @@ def _open_to(view, tenant: str) -> bool:
 def _partitions(view) -> list[str]:
     """The labels a submit may name: the scheduler also gives nodes synthetic labels (with spaces,
     kqi/services.py) that only its own service jobs ask for."""
-    return sorted(label for label in view.labels if node_registry.PARTITION.match(label))
+    return sorted(label for label in view.labels if v.PARTITION.match(label))
 
 
 def _gb(mib: int) -> float:

@@ -63,7 +63,7 @@ def parse_submission(body: Any) -> dict[str, Any]:
         "memo": v.text(body, "memo", max_len=4096),
         "time_limit_s": v.number(body, "time_limit_s", minimum=1, maximum=MAX_TIME_LIMIT_S, integer=True),
         "priority": PRIORITIES[priority],
-        "partition": v.text(body, "partition", max_len=64),
+        "partition": v.text(body, "partition", max_len=64, pattern=v.PARTITION, rule=v.PARTITION_RULE),
         "nodes": nodes,
         "requeue_on_node_loss": _flag(body, "requeue_on_node_loss"),
     }

@@ -25,7 +25,6 @@ from kqi.nodes import Credentials, GpuInfo, HostKeyMismatch, NodeError, driver_f
 from kqi.nodes.gpus import model_label
 
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
-PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,254}$")
 FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 GPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
@@ -119,8 +118,8 @@ def _flag(body: Any, field: str) -> bool | None:
 
 def _apply_settings(session: Session, node: Node, body: Any) -> None:
     if "partition" in body:
-        node.partition = v.text(body, "partition", max_len=64, pattern=PARTITION,
-                                rule="letters, digits, '.', '_' and '-'")
+        node.partition = v.text(body, "partition", max_len=64, pattern=v.PARTITION,
+                                rule=v.PARTITION_RULE)
     if "address" in body:
         node.address = v.text(body, "address", max_len=255, pattern=ADDRESS, rule="a host name or IP address",
                               default=urlsplit(node.url).hostname or "")

@@ -51,7 +51,7 @@ _NO_NODES = re.compile(r"^partition (\S+) for (notebook|tensorboard)s has no nod
 # -- placement: the node flags as synthetic partition labels
 
 def _label(kind: str, partition: str | None) -> str:
-    """Real partition names have no spaces (node_registry.PARTITION): these never clash with one."""
+    """Real partition names have no spaces (kqi.validation.PARTITION): these never clash with one."""
     return f"{partition or '*'} for {kind}s"
 
 

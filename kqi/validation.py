@@ -10,6 +10,9 @@ from typing import Any, Iterable, Mapping
 from kqi.errors import ServiceError
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# A node partition, and what a job may ask for: no spaces (the scheduler's own service labels have them).
+PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PARTITION_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64"
 
 
 def require_object(body: Any) -> Mapping[str, Any]:

@@ -114,6 +114,8 @@ def test_submit_returns_201_queued_with_location(app, factory):
     ({"time_limit_s": 0}, "time_limit_s"),
     ({"time_limit_s": 1.5}, "time_limit_s"),
     ({"priority": "urgent"}, "priority"),
+    ({"partition": "* for notebooks"}, "partition"),  # the scheduler's own label for notebook nodes
+    ({"partition": "a b"}, "partition"),
     ({"surprise": 1}, "surprise"),
 ])
 def test_bad_submissions_get_a_clear_error_and_write_nothing(app, factory, change, field):
