@@ -10,6 +10,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from kqi import accounting, job_sources, notify, runs
+from kqi.blobs import BlobStore
+from kqi.storage import JobFiles
 from kqi import validation as v
 from kqi.accounts import Principal
 from kqi.errors import Conflict, NotFound, ServiceError
@@ -146,6 +148,13 @@ def remove(session: Session, principal: Principal, job_id: int) -> list[str]:
     session.delete(job)
     session.flush()
     return attached
+
+
+def discard_files(session: Session, instance, job_id: int, blob_shas: list[str]) -> None:
+    """After the commit that removed a job: its log and outputs, and the blobs (attachments, data
+    it made) that no other record names."""
+    JobFiles(instance, job_id).delete()
+    BlobStore(instance).discard_unreferenced(session, blob_shas)
 
 
 def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatus, **values: Any) -> bool:

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from flask import Response, g, jsonify, request, url_for
 
-from kqi import job_runner, notebooks, tensorboard
-from kqi.blobs import BlobStore
+from kqi import job_runner, jobs, notebooks, tensorboard
 from kqi.extensions import db
-from kqi.storage import LOG_NAME, JobFiles
+from kqi.storage import LOG_NAME
 from kqi.validation import paging
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (
@@ -65,8 +64,7 @@ def delete_notebook(job_id: int):
     attached = notebooks.remove(db.session, g.principal, job_id)
     db.session.commit()
     instance = scheduler().run_context().instance
-    JobFiles(instance, job_id).delete()
-    BlobStore(instance).discard_unreferenced(db.session, attached)
+    jobs.discard_files(db.session, instance, job_id, attached)
     return "", 204
 
 

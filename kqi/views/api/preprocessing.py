@@ -4,9 +4,8 @@ from __future__ import annotations
 from flask import Response, current_app, g, jsonify, request, url_for
 
 from kqi import job_runner, jobs, preprocessing
-from kqi.blobs import BlobStore
 from kqi.extensions import db
-from kqi.storage import LOG_NAME, JobFiles
+from kqi.storage import LOG_NAME
 from kqi.validation import paging
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (
@@ -86,8 +85,7 @@ def get_preprocessing_history(preprocessing_id: int, run_id: int):
 def delete_preprocessing_history(preprocessing_id: int, run_id: int):
     shas = preprocessing.delete_run(db.session, g.principal, preprocessing_id, run_id)
     db.session.commit()
-    JobFiles(current_app.instance_path, run_id).delete()
-    BlobStore(current_app.instance_path).discard_unreferenced(db.session, shas)
+    jobs.discard_files(db.session, current_app.instance_path, run_id, shas)
     return "", 204
 
 

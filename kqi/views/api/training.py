@@ -7,10 +7,9 @@ import io
 from flask import Response, current_app, g, jsonify, request, send_file, url_for
 
 from kqi import job_exec, job_runner, jobs, runs
-from kqi.blobs import BlobStore
 from kqi.errors import NotFound
 from kqi.extensions import db
-from kqi.storage import LOG_NAME, JobFiles
+from kqi.storage import LOG_NAME
 from kqi.validation import paging
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (
@@ -75,8 +74,7 @@ def halt_training(job_id: int, kind: str):
 def delete_training(job_id: int, kind: str):
     attached = jobs.remove(db.session, g.principal, _job(job_id, kind).id)
     db.session.commit()
-    JobFiles(_ctx().instance, job_id).delete()
-    BlobStore(_ctx().instance).discard_unreferenced(db.session, attached)
+    jobs.discard_files(db.session, _ctx().instance, job_id, attached)
     return "", 204
 
 

@@ -10,12 +10,10 @@ from flask import (
     url_for,
 )
 
-from kqi import job_runner, notebooks, services, site_settings, tensorboard
-from kqi.blobs import BlobStore
+from kqi import job_runner, jobs, notebooks, services, site_settings, tensorboard
 from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.models import JobStatus
-from kqi.storage import JobFiles
 from kqi.validation import paging
 from kqi.views.pages import blueprint, found, go_to, member_page, page, polled, scheduler
 from kqi.views.pages.submit import body_of, typed
@@ -147,8 +145,7 @@ def notebook_delete(who, job_id: int):
     except ServiceError as exc:
         db.session.rollback()
         return render_template("notebooks/_status.html", notice=exc.message, **_view(_notebook(who, job_id))), 409
-    JobFiles(_ctx().instance, job_id).delete()
-    BlobStore(_ctx().instance).discard_unreferenced(db.session, attached)
+    jobs.discard_files(db.session, _ctx().instance, job_id, attached)
     return go_to(url_for("pages.notebook_list"))
 
 

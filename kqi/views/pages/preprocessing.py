@@ -13,12 +13,10 @@ from flask import (
 from sqlalchemy import select
 
 from kqi import job_runner, jobs, preprocessing
-from kqi.blobs import BlobStore
 from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.models_data import Data
 from kqi.models_preprocessing import Preprocessing
-from kqi.storage import JobFiles
 from kqi.validation import paging
 from kqi.views.pages import STOP_POLLING, blueprint, found, go_to, member_page, page, scheduler
 
@@ -131,8 +129,7 @@ def preprocessing_history_delete(who, preprocessing_id: int, run_id: int):
         if exc.status == 404:
             abort(404)
         return _history_fragment(who, definition, exc.message, status=200)
-    JobFiles(current_app.instance_path, run_id).delete()
-    BlobStore(current_app.instance_path).discard_unreferenced(db.session, shas)
+    jobs.discard_files(db.session, current_app.instance_path, run_id, shas)
     return _history_fragment(who, definition, f"Deleted run {run_id} and the data it made.", status=200)
 
 

@@ -17,11 +17,10 @@ from flask import (
 )
 
 from kqi import job_exec, job_runner, jobs, runs
-from kqi.blobs import BlobStore
 from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.models import JobStatus
-from kqi.storage import LOG_NAME, JobFiles
+from kqi.storage import LOG_NAME
 from kqi.validation import paging
 from kqi.views.kinds import kind_route, lookup_kind
 from kqi.views.pages import STOP_POLLING, blueprint, go_to, member_page, page, polled, scheduler
@@ -193,8 +192,7 @@ def training_delete(who, job_id: int, kind: str):
     except ServiceError as exc:
         db.session.rollback()
         return render_template("training/_notice.html", error=exc.message), 422
-    JobFiles(_ctx().instance, job_id).delete()
-    BlobStore(_ctx().instance).discard_unreferenced(db.session, attached)
+    jobs.discard_files(db.session, _ctx().instance, job_id, attached)
     flash(f"{kind.capitalize()} {job_id} and its files were deleted.")
     target = url_for(f"pages.{kind}_list")
     return go_to(target)
