@@ -1,7 +1,7 @@
 """kqi's entry point: `python kqi_app.py COMMAND`, and the app for `flask --app kqi_app`.
 
 Commands: `run` (migrate, first admin, local node, serve: what `make run` does), `serve`,
-`migrate`, `create-admin`.
+`migrate`, `create-admin` (and `web-worker`, which `serve` starts itself: kqi/web_workers.py).
 """
 from __future__ import annotations
 
@@ -47,19 +47,16 @@ def register_local_node(app) -> None:
             print(f"Registered the local Docker engine as node 'local' ({node.cpu_milli // 1000} CPUs)", flush=True)
 
 
-def serve(app) -> None:
+def _waitress(app, **where):
     from waitress import create_server
 
-    settings = app.config["KQI"]
-    scheduler = app.extensions["kqi_scheduler"]
     # waitress accepts only 100 connections by default: the 101st API client (a `kqi training log -f`
     # keeps its connection) would wait until another disconnects.
-    server = create_server(app, host=settings["host"], port=settings["port"], threads=settings["web_threads"], ident="kqi",
-                           connection_limit=1000)
-    if settings["scheduler_enabled"]:
-        scheduler.start()
+    return create_server(app, threads=app.config["KQI"]["web_threads"], ident="kqi", connection_limit=1000, **where)
+
+
+def _serve_until_stopped(server, app) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly under systemd / kill
-    print(f"kqi serving on http://{settings['host']}:{settings['port']}/", flush=True)  # listening already
     try:
         server.run()
     except KeyboardInterrupt:
@@ -69,9 +66,47 @@ def serve(app) -> None:
         kqi.shutdown(app)
 
 
+def serve(app) -> None:
+    """The scheduler, and the web: in worker processes (kqi.web_workers) or, with web_processes 1, here."""
+    from kqi import web_workers
+
+    settings = app.config["KQI"]
+    scheduler = app.extensions["kqi_scheduler"]
+    if settings["web_processes"] < 1:
+        raise ConfigError("web_processes must be at least 1")
+    if settings["web_processes"] == 1:
+        server = _waitress(app, host=settings["host"], port=settings["port"])
+    else:
+        listener = web_workers.listening_socket(settings["host"], settings["port"])
+        supervisor = web_workers.Supervisor(settings["web_processes"], listener, scheduler.wake)
+    if settings["scheduler_enabled"]:
+        scheduler.start()
+    print(f"kqi serving on http://{settings['host']}:{settings['port']}/", flush=True)  # listening already
+    if settings["web_processes"] == 1:
+        _serve_until_stopped(server, app)
+        return
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
+    signal.signal(signal.SIGINT, lambda *_: supervisor.stop())
+    try:
+        supervisor.run()
+    finally:
+        listener.close()
+        kqi.shutdown(app)
+
+
+def web_worker(app) -> None:
+    """One of serve's web processes: HTTP on the socket it was handed; wakes go to the scheduler's process."""
+    from kqi import web_workers
+
+    listener, wake = web_workers.worker_sockets()
+    app.extensions["kqi_scheduler"].forward_wakes(web_workers.wake_sender(wake))
+    _serve_until_stopped(_waitress(app, sockets=[listener]), app)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kqi_app.py", description="Run the kqi server.")
-    parser.add_argument("command", choices=["run", "serve", "migrate", "create-admin"])
+    # web-worker: started by serve for itself (kqi.web_workers), not by hand
+    parser.add_argument("command", choices=["run", "serve", "migrate", "create-admin", "web-worker"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -86,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         register_local_node(app)
     if args.command in ("run", "serve"):
-        serve(app)
+        try:
+            serve(app)
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "web-worker":
+        web_worker(app)
     return 0
 
 

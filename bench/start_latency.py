@@ -71,10 +71,10 @@ def kqi_process(settings: dict[str, str] | None = None):
         try:
             deadline = time.monotonic() + 30
             while True:
-                try:
-                    if requests.get(f"{base}/healthz", timeout=1).ok:
+                try:  # before the web workers have loaded, a connection waits in the socket's backlog
+                    if requests.get(f"{base}/healthz", timeout=5).ok:
                         break
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):
                     pass
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("kqi server did not start: " + (Path(instance) / "server.log").read_text()[-2000:])

@@ -163,9 +163,9 @@ class Server:
 
     def _up(self):
         assert self.proc.poll() is None, open(self.log.name).read()[-3000:]
-        try:
-            return requests.get(f"{self.url}/api/v1/openapi.json", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        try:  # before the web workers have loaded, a connection waits in the socket's backlog
+            return requests.get(f"{self.url}/api/v1/openapi.json", timeout=10).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):
             return False
 
     def kill(self, sig=signal.SIGKILL):

@@ -46,6 +46,7 @@ class SchedulerService:
         self._gpus_read: dict[int, float] = {}  # node id -> when nvidia-smi was last asked (monotonic)
         self.lease = SchedulerLease(settings["scheduler_lease_s"])
         self._wake = threading.Event()
+        self._forward_wake = None  # a web worker process: wake() tells the scheduling process instead
         self._rest_until = 0.0  # monotonic time before which a wake leaves the next tick where it is (see _run)
         self._lock = threading.Lock()  # one tick at a time, whoever calls it
         self._scheduler: BackgroundScheduler | None = None
@@ -108,8 +109,16 @@ class SchedulerService:
                 finally:
                     db.session.remove()
 
+    def forward_wakes(self, send) -> None:
+        """This process only serves the web (kqi.web_workers): its loop never starts, and wake()
+        calls `send` to wake the loop of the process that schedules."""
+        self._forward_wake = send
+
     def wake(self) -> None:
         """Run a tick now (or right after the one in progress)."""
+        if self._forward_wake is not None:
+            self._forward_wake()
+            return
         self._wake.set()
         if self._lock.locked() or time.monotonic() < self._rest_until:
             return  # the tick in progress, or the one after the rest, sees the flag
