@@ -207,3 +207,22 @@ def test_two_servers_on_postgresql_one_schedules_and_the_other_takes_over(tmp_pa
     kqi.shutdown(app)
     with app.app_context():
         db.engine.dispose()
+
+
+def test_a_submit_to_the_server_without_the_lease_wakes_the_holder_at_once(tmp_path, postgres_server, serve):
+    """Two servers on PostgreSQL, the fallback tick a minute away: a job submitted to the one that
+    does not plan is planned within seconds only because it NOTIFYs the lease holder."""
+    database_url = postgres_server.create_database(f"wake_{os.getpid()}_{int(time.time())}")
+    app = make_app(tmp_path, database_url, site_id="wake1")
+    http = Http(NodeSite(app).api.token)
+    servers = [serve("wake1", database_url, scheduler_interval_s=60, scheduler_lease_s=120) for _ in range(2)]
+    with app.app_context():
+        holder = wait_for(lambda: db.session.execute(db.text("SELECT holder FROM leases")).scalar(), timeout=30)
+        db.session.remove()
+    other = next(server for server in servers if server.proc.pid != int(holder.split(":")[1]))
+    ids = [http.submit(other, name=f"w{i}", command="true") for i in range(3)]  # no node: they stay queued
+    for job_id in ids:
+        wait_for(lambda job_id=job_id: http.job(other, job_id)["pending_reasons"] == ["no nodes"], timeout=20)
+    kqi.shutdown(app)
+    with app.app_context():
+        db.engine.dispose()

@@ -16,7 +16,7 @@ from kqi import cluster_samples, job_runner, node_health, node_registry, notify,
 from kqi.extensions import db
 from kqi.models import Node
 from kqi.nodes import ContainerState, NodeDriver, NodeError, driver_for
-from kqi.scheduler import snapshot
+from kqi.scheduler import pg_wake, snapshot
 from kqi.scheduler.lease import SchedulerLease
 from kqi.scheduler.plan import plan
 
@@ -47,6 +47,8 @@ class SchedulerService:
         self.lease = SchedulerLease(settings["scheduler_lease_s"])
         self._wake = threading.Event()
         self._forward_wake = None  # a web worker process: wake() tells the scheduling process instead
+        self._asked = False  # wake() was called since the last tick began (not a NOTIFY, not the interval)
+        self._listener: pg_wake.Listener | None = None
         self._rest_until = 0.0  # monotonic time before which a wake leaves the next tick where it is (see _run)
         self._lock = threading.Lock()  # one tick at a time, whoever calls it
         self._scheduler: BackgroundScheduler | None = None
@@ -89,10 +91,17 @@ class SchedulerService:
         self._scheduler.add_job(self._run, "interval", seconds=self.interval_s, id=TICK_JOB, max_instances=1,
                                 coalesce=True, next_run_time=datetime.now(timezone.utc))
         self._scheduler.start()
+        url = self.app.config["SQLALCHEMY_DATABASE_URI"]
+        if url.startswith("postgresql"):  # other server processes may hold the lease, or ask this one to plan
+            self._listener = pg_wake.Listener(url, self._tick_soon)
+            self._listener.start()
 
     def shutdown(self) -> None:
         with self._reschedule_lock:
             self._closing = True
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
@@ -115,10 +124,15 @@ class SchedulerService:
         self._forward_wake = send
 
     def wake(self) -> None:
-        """Run a tick now (or right after the one in progress)."""
+        """Run a tick now (or right after the one in progress); if another process holds the lease,
+        that tick asks it to plan."""
         if self._forward_wake is not None:
             self._forward_wake()
             return
+        self._asked = True
+        self._tick_soon()
+
+    def _tick_soon(self) -> None:
         self._wake.set()
         if self._lock.locked() or time.monotonic() < self._rest_until:
             return  # the tick in progress, or the one after the rest, sees the flag
@@ -154,9 +168,12 @@ class SchedulerService:
 
     def tick(self) -> None:
         with self._lock, self.app.app_context():
+            asked, self._asked = self._asked, False
             try:
-                if not self.lease.hold(db.session):
-                    return  # another server process schedules
+                if not self.lease.hold(db.session):  # another server process schedules
+                    if asked:  # and should see what was just submitted now, not at its next interval
+                        pg_wake.notify(db.session)
+                    return
                 listings = self._heartbeat()
                 ctx = self.run_context()
                 node_health.end_jobs_on_lost_nodes(db.session, self.grace_s, self.requeue_default,
