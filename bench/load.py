@@ -1,19 +1,38 @@
 """Load: many concurrent API clients submitting and polling jobs against a running kqi server.
 
     python -m bench load [--db sqlite|postgresql|both] [--clients 200] [--jobs 25] [--seed 10000] [--pace 8]
+                         [--no-nodes]
 
-A real `kqi_app.py serve` process on loopback (its scheduler running; no node is registered, so
-jobs stay queued and every tick plans the whole queue). The database is first seeded with --seed
-queued jobs (and the bench waits until the scheduler has planned them once); then each client, with
-its own connection and one of 20 users' tokens in 4 tenants, runs --jobs rounds: submit a job, list
-the first page of its tenant's jobs, poll the job it submitted, then think for --pace seconds on
-average (uniformly between half and one and a half times it, so the clients drift apart as real ones
-do; each also starts at a random moment within the first --pace seconds). --pace 0 is a closed loop:
-every client as fast as the server answers, which measures saturation, not latency. Reported:
-throughput, p50/p99 latency of submit, list and poll. Checked after: every submission answered 201
-and is in the database (none lost, none twice), and no node holds more than it has (with no node
-registered this check has nothing to find: run the engine benches for placements). Bounded:
---deadline seconds per database, then the clients stop; each request times out after 30 s.
+A real `kqi_app.py serve` process on loopback (its scheduler running) with two private Docker
+engines registered as nodes (tests/infra/engines.py, as bench/nodes.py starts them). Each node is
+registered over the API, declares 2 GPUs, and is then shrunk in the database to 1 core and 640 MiB
+(an engine reports the whole machine; 2 shared cores must not be flooded by containers): at most
+10 of the clients' jobs (0.1 core, 64 MiB, `sleep 1` on the busybox test image) run on a node at
+once, so placements and releases happen all through the run. Every 4th job asks for a GPU, a whole
+one or half of one in turn, so GPU booking (shares included) is exercised too.
+
+The database is first seeded with --seed queued jobs (and the bench waits until the scheduler has
+planned them once). They ask for a partition no node has: they are the old queue every tick plans
+(its cost is what the seed is for), they never fit, so they block nobody and the engines serve the
+clients' jobs (10,000 runnable seeds would keep the nodes busy with the seed alone, and start 10,000
+containers on a 2-core machine). Then each client, with its own connection and one of 20 users'
+tokens in 4 tenants, runs --jobs rounds: submit a job, list the first page of its tenant's jobs,
+poll the job it submitted, then think for --pace seconds on average (uniformly between half and
+one and a half times it, so the clients drift apart as real ones do; each also starts at a random
+moment within the first --pace seconds). --pace 0 is a closed loop: every client as fast as the
+server answers, which measures saturation, not latency. --no-nodes registers no node (every job
+stays queued: the API and planning cost alone, as before the nodes were added).
+
+Reported: throughput, p50/p99 latency of submit, list and poll, the jobs that ran on the nodes and
+each node's peak allocation. Checked after: every submission answered 201 and is in the database
+(none lost, none twice), and over the WHOLE run no node ever held more than it has: each job part's
+hold runs from its placement (the job's last Starting event) to its end (the next finished or Queued
+event, or still held when checked), and a sweep over those intervals (sweep()) finds any moment
+where a node's summed cpu or memory exceeded its own, or a GPU index was held more than once over
+(GpuAllocation rows are deleted at release, so the GPUs come from the parts' gpu_indices). A
+requeued job's earlier placement is not seen (its parts are replaced); no node is lost here, so
+none is requeued. Bounded: --deadline seconds per database, then the clients stop; each request
+times out after 30 s. The server and the engines are stopped whatever happens.
 
 Targets: 0 lost, p99 submit < 1 s, p99 list < 100 ms with 10,000 jobs in the database.
 """
@@ -21,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import random
 import shutil
@@ -29,8 +49,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -38,7 +61,10 @@ from bench.start_latency import _percentile, kqi_process
 
 USERS, TENANTS = 20, 4
 TARGET_SUBMIT_P99_S, TARGET_LIST_P99_S = 1.0, 0.1
-JOB = {"image": "kqi-test/busybox:1", "command": "true", "cpu": 0.1, "memory_gb": 0.0625}
+JOB = {"image": "kqi-test/busybox:1", "command": "sleep 1", "cpu": 0.1, "memory_gb": 0.0625}
+NODES, NODE_CPU_MILLI, NODE_MEMORY_MIB, NODE_GPUS = 2, 1000, 640, 2
+SEED_PARTITION = "load-seed"  # no node has it: the seeded jobs are planned every tick and never placed
+WHOLE_GPU = 1000
 
 
 @contextlib.contextmanager
@@ -77,12 +103,41 @@ def seed(instance, database_url: str, count: int) -> None:
         user_id = db.session.scalar(select(User.id).order_by(User.id))
         rows = [{"tenant_id": tenant_id, "user_id": user_id, "kind": "training", "name": f"seed-{i}", "image": JOB["image"],
                  "command": "true", "cpu_milli": 100, "memory_mib": 64, "gpu_milli": 0, "nodes": 1, "env": {},
-                 "memo": "", "priority": 0, "partition": "", "status": JobStatus.QUEUED, "reason": "",
+                 "memo": "", "priority": 0, "partition": SEED_PARTITION, "status": JobStatus.QUEUED, "reason": "",
                  "halt_requested": False, "pending_reasons": []} for i in range(count)]
         for start in range(0, count, 1000):
             db.session.execute(insert(Job), rows[start:start + 1000])
         db.session.commit()
         db.engine.dispose()
+
+
+def register_nodes(base: str, admin_token: str, instance, database_url: str, engines) -> None:
+    """The engines as nodes with 2 declared GPUs each, then shrunk to NODE_CPU_MILLI / NODE_MEMORY_MIB:
+    registration reads the engine's (the whole machine's) capacity, and only an explicit refresh reads
+    it again, so the scheduler plans with the small one for the whole run."""
+    from sqlalchemy import update
+
+    from kqi.extensions import db
+    from kqi.models import Node
+
+    names = []
+    for i, engine in enumerate(engines):
+        body = {"name": f"load-n{i}", "url": engine.unix_url, "gpus": NODE_GPUS, "address": engine.address}
+        requests.post(f"{base}/api/v1/admin/nodes", json=body, headers={"Authorization": f"Bearer {admin_token}"},
+                      timeout=60).raise_for_status()
+        names.append(body["name"])
+    app = _app(instance, database_url)
+    with app.app_context():
+        db.session.execute(update(Node).where(Node.name.in_(names))
+                           .values(cpu_milli=NODE_CPU_MILLI, memory_mib=NODE_MEMORY_MIB))
+        db.session.commit()
+        db.engine.dispose()
+
+
+def job_body(index: int, round_: int) -> dict:
+    """Every 4th job of a client asks for a GPU: a whole one, then half of one, in turn."""
+    gpu = {0: 1, 4: 0.5}.get((index + round_) % 8, 0)
+    return {"name": f"c{index}-{round_}", **JOB, **({"gpu": gpu} if gpu else {})}
 
 
 def settled(base: str, admin_token: str, timeout_s: float = 120) -> None:
@@ -115,17 +170,23 @@ def make_users(base: str, admin_token: str) -> list[str]:
 
 
 def server_cpu_s() -> float:
-    """CPU seconds used so far by the `kqi_app.py serve` child of this process: its cost per request,
-    which a busy machine disturbs far less than it does latencies."""
-    total = 0.0
+    """CPU seconds used so far by the `kqi_app.py serve` child of this process and its own children (the
+    web worker processes): its cost per request, which a busy machine disturbs far less than it does
+    latencies."""
+    processes = {}  # pid -> (parent pid, CPU seconds, a serve process)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
-            if int(fields[1]) == os.getpid() and b"serve" in (stat.parent / "cmdline").read_bytes():
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+            cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+            processes[int(stat.parent.name)] = (int(fields[1]), cpu_s, b"serve" in (stat.parent / "cmdline").read_bytes())
         except (OSError, ValueError, IndexError):  # gone meanwhile
             continue
-    return total
+    counted = {pid for pid, (parent, _, serve) in processes.items() if parent == os.getpid() and serve}
+    while True:
+        more = {pid for pid, (parent, _, _) in processes.items() if parent in counted} - counted
+        if not more:
+            return sum(processes[pid][1] for pid in counted)
+        counted |= more
 
 
 class Recorder:
@@ -158,7 +219,7 @@ def client(base: str, token: str, index: int, jobs: int, deadline: float, rec: R
             return
         begin = time.perf_counter()
         try:
-            response = session.post(f"{base}/api/v1/training/run", json={"name": f"c{index}-{i}", **JOB}, timeout=30)
+            response = session.post(f"{base}/api/v1/training/run", json=job_body(index, i), timeout=30)
         except requests.RequestException as exc:
             rec.errors.append(f"client {index} submit {i}: {type(exc).__name__}")
             continue
@@ -183,56 +244,163 @@ def client(base: str, token: str, index: int, jobs: int, deadline: float, rec: R
     session.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class Hold:
+    """One job part on a node from its placement to its release (end None: still held when checked).
+    Times only need to be ordered (datetimes from the database, numbers in the tests)."""
+
+    node: str
+    start: Any
+    end: Any
+    cpu_milli: int
+    memory_mib: int
+    gpu_milli: dict  # GPU index -> milli held on it
+
+
+@dataclasses.dataclass
+class NodeUse:
+    """What a node held over the run: parts placed on it, its peaks, and every moment it was over."""
+
+    parts: int = 0
+    peak_cpu_milli: int = 0
+    peak_memory_mib: int = 0
+    peak_gpu_milli: int = 0  # the most any one GPU index held at once
+    over: list = dataclasses.field(default_factory=list)
+
+
+def hold_span(events: Iterable[tuple[str, Any]]) -> tuple[Any, Any]:
+    """(placed at, released at or None) of a job's current placement, from its (status, at) events in
+    order: the last Starting, and the first finished or Queued event after it. A job placed but never
+    started holds from its placement. (None, None) for a job never placed."""
+    from kqi.models import JobStatus
+
+    start = end = None
+    for status, at in events:
+        if status == JobStatus.STARTING.value:
+            start, end = at, None
+        elif start is not None and end is None and (status == JobStatus.QUEUED.value or JobStatus(status).finished):
+            end = at
+    return start, end
+
+
+def sweep(holds: Iterable[Hold], capacity: dict[str, tuple[int, int, int]]) -> dict[str, NodeUse]:
+    """Walk each node's holds in time order and sum what is held after every placement; a node is
+    over when its cpu or memory exceeds capacity[node] = (cpu milli, memory MiB, GPUs), or a GPU index
+    holds more than a whole GPU or is not one of the node's. At one instant releases come first: a
+    job placed when another ends (end == start) does not overlap it."""
+    changes: dict[str, list] = defaultdict(list)
+    for hold in holds:
+        changes[hold.node].append((hold.start, 1, hold))
+        if hold.end is not None:
+            changes[hold.node].append((hold.end, 0, hold))
+    uses = {node: NodeUse() for node in capacity}
+    for node, steps in changes.items():
+        cpu_cap, memory_cap, gpus = capacity[node]
+        use, cpu, memory, gpu = uses[node], 0, 0, Counter()
+        for at, placed, hold in sorted(steps, key=lambda step: step[:2]):
+            sign = 1 if placed else -1
+            cpu += sign * hold.cpu_milli
+            memory += sign * hold.memory_mib
+            for index, milli in hold.gpu_milli.items():
+                gpu[index] += sign * milli
+            if not placed:
+                continue
+            use.parts += 1
+            use.peak_cpu_milli, use.peak_memory_mib = max(use.peak_cpu_milli, cpu), max(use.peak_memory_mib, memory)
+            use.peak_gpu_milli = max([use.peak_gpu_milli] + [gpu[index] for index in hold.gpu_milli])
+            if cpu > cpu_cap:
+                use.over.append(f"{at}: cpu {cpu} milli of {cpu_cap}")
+            if memory > memory_cap:
+                use.over.append(f"{at}: memory {memory} MiB of {memory_cap}")
+            for index in hold.gpu_milli:
+                if gpu[index] > WHOLE_GPU or not 0 <= index < gpus:
+                    use.over.append(f"{at}: GPU {index} holds {gpu[index]} milli ({gpus} GPUs)")
+    return uses
+
+
+def holds_of_run(session) -> tuple[list[Hold], dict[str, tuple[int, int, int]]]:
+    """Every job part ever placed (parts stay after their job ends) with its hold interval from the
+    job's events, and each node's capacity."""
+    from sqlalchemy import select
+
+    from kqi.models import Job, JobPart, Node
+    from kqi.models_runs import JobEvent
+
+    events: dict[int, list] = defaultdict(list)
+    for job_id, status, at in session.execute(
+            select(JobEvent.job_id, JobEvent.status, JobEvent.at).where(JobEvent.job_id.in_(select(JobPart.job_id)))
+            .order_by(JobEvent.job_id, JobEvent.id)):
+        events[job_id].append((status, at))
+    holds = []
+    for job_id, node, indices, cpu_milli, memory_mib, gpu_milli, created_at in session.execute(
+            select(JobPart.job_id, Node.name, JobPart.gpu_indices, Job.cpu_milli, Job.memory_mib, Job.gpu_milli,
+                   Job.created_at)
+            .join(Job, Job.id == JobPart.job_id).join(Node, Node.id == JobPart.node_id)):
+        start, end = hold_span(events[job_id])
+        if start is None:  # a part whose placement is not dated: held from the submit on, the strictest
+            start, end = created_at, None
+        per_index = gpu_milli // len(indices) if indices else 0  # as the scheduler books them (snapshot.py)
+        holds.append(Hold(node, start, end, cpu_milli, memory_mib, {index: per_index for index in indices}))
+    capacity = {name: (cpu, memory, gpus) for name, cpu, memory, gpus in
+                session.execute(select(Node.name, Node.cpu_milli, Node.memory_mib, Node.gpu_count))}
+    return holds, capacity
+
+
 def check(instance, database_url: str, submitted: list[int]) -> dict:
-    """Every accepted submission is in the database once; no node holds more than it has."""
+    """Every accepted submission is in the database once; no node ever held more than it has."""
     from sqlalchemy import func, select
 
     from kqi.extensions import db
-    from kqi.models import GpuAllocation, Job, JobPart, Node, Tenant
+    from kqi.models import Job, JobStatus, Tenant
 
     app = _app(instance, database_url)
     with app.app_context():
-        stored = set(db.session.scalars(select(Job.id).join(Tenant).where(Tenant.name.like("load-%"))))
+        load_jobs = select(Job.id).join(Tenant).where(Tenant.name.like("load-%"))
+        stored = set(db.session.scalars(load_jobs))
         total = db.session.scalar(select(func.count(Job.id)))
-        over = []
-        for node in db.session.scalars(select(Node)):
-            cpu, mem = db.session.execute(
-                select(func.coalesce(func.sum(Job.cpu_milli), 0), func.coalesce(func.sum(Job.memory_mib), 0))
-                .join(JobPart, JobPart.job_id == Job.id).where(JobPart.node_id == node.id, Job.status.in_(("Starting", "Running")))
-            ).one()
-            if cpu > node.cpu_milli or mem > node.memory_mib:
-                over.append(node.name)
-        double_gpus = db.session.execute(
-            select(GpuAllocation.node_id, GpuAllocation.gpu_index).group_by(GpuAllocation.node_id, GpuAllocation.gpu_index)
-            .having(func.sum(GpuAllocation.milli) > 1000)).all()
+        ran = db.session.scalar(select(func.count(Job.id)).where(Job.id.in_(load_jobs), Job.started_at.is_not(None)))
+        completed = db.session.scalar(select(func.count(Job.id)).where(Job.id.in_(load_jobs),
+                                                                       Job.status == JobStatus.COMPLETED))
+        holds, capacity = holds_of_run(db.session)
         db.engine.dispose()
-    return {"lost": len(set(submitted) - stored), "duplicates": len(submitted) - len(set(submitted)),
-            "unexpected": len(stored - set(submitted)), "jobs_in_db": total, "nodes_over": over,
-            "gpus_over": len(double_gpus)}
+    # Placement to release: what a `sleep 1` costs a node beyond its second (engine start, collection).
+    held_s = [(hold.end - hold.start).total_seconds() for hold in holds if hold.end is not None]
+    return {"completed": completed, "hold_p50_s": statistics.median(held_s) if held_s else float("nan"),
+            "lost": len(set(submitted) - stored), "duplicates": len(submitted) - len(set(submitted)),
+            "unexpected": len(stored - set(submitted)), "jobs_in_db": total, "ran_on_nodes": ran,
+            "nodes": {node: dataclasses.asdict(use) for node, use in sweep(holds, capacity).items()},
+            "capacity": capacity}
 
 
 def run(kind: str, clients: int, jobs: int, seed_count: int, deadline_s: float, pace_s: float,
-        scheduler: bool = True) -> dict:
-    with database(kind) as url:
+        scheduler: bool = True, nodes: bool = True) -> dict:
+    """One database's run; `nodes`: with the engines registered (else every job stays queued)."""
+    from bench.nodes import _engines
+
+    with contextlib.ExitStack() as stack:  # unwound in reverse: the server, then the engines, then the database
+        url = stack.enter_context(database(kind))
+        engines = stack.enter_context(_engines(NODES)) if nodes else []
         settings = {"KQI_DATABASE_URL": url} if url else {}
         if not scheduler:
             settings["KQI_SCHEDULER_ENABLED"] = "false"
-        with kqi_process(settings) as (base, admin_token, instance):
-            if seed_count:
-                seed(instance, url, seed_count)
-                if scheduler:
-                    settled(base, admin_token)
-            tokens = make_users(base, admin_token)
-            rec = Recorder()
-            load_before, cpu_before = os.getloadavg()[0], server_cpu_s()
-            deadline = time.monotonic() + deadline_s
-            begin = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=clients) as pool:
-                for c in range(clients):
-                    pool.submit(client, base, tokens[c % len(tokens)], c, jobs, deadline, rec, pace_s)
-            elapsed = time.perf_counter() - begin
-            load_after, server_cpu = os.getloadavg()[0], server_cpu_s() - cpu_before
-            checked = check(instance, url, rec.submitted)
+        base, admin_token, instance = stack.enter_context(kqi_process(settings))
+        if seed_count:
+            seed(instance, url, seed_count)
+        if engines:
+            register_nodes(base, admin_token, instance, url, engines)
+        if seed_count and scheduler:
+            settled(base, admin_token)
+        tokens = make_users(base, admin_token)
+        rec = Recorder()
+        load_before, cpu_before = os.getloadavg()[0], server_cpu_s()
+        deadline = time.monotonic() + deadline_s
+        begin = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            for c in range(clients):
+                pool.submit(client, base, tokens[c % len(tokens)], c, jobs, deadline, rec, pace_s)
+        elapsed = time.perf_counter() - begin
+        load_after, server_cpu = os.getloadavg()[0], server_cpu_s() - cpu_before
+        checked = check(instance, url, rec.submitted)
     figures = {"db": kind, "clients": clients, "jobs_each": jobs, "pace_s": pace_s, "scheduler": scheduler, "elapsed_s": elapsed,
                "load_avg": (load_before, load_after), "server_cpu_s": server_cpu, "errors": rec.errors,
                "submitted": len(rec.submitted), "submit_per_s": len(rec.submitted) / elapsed, **checked}
@@ -241,7 +409,9 @@ def run(kind: str, clients: int, jobs: int, seed_count: int, deadline_s: float, 
         figures[f"{name}_p50_ms"] = statistics.median(samples) * 1000 if samples else float("nan")
         figures[f"{name}_p99_ms"] = _percentile(samples, 0.99) * 1000 if samples else float("nan")
     figures["ok"] = (not rec.errors and checked["lost"] == 0 and checked["duplicates"] == 0
-                     and len(rec.submitted) == clients * jobs and not checked["nodes_over"] and not checked["gpus_over"]
+                     and len(rec.submitted) == clients * jobs
+                     and not any(use["over"] for use in checked["nodes"].values())
+                     and (checked["ran_on_nodes"] > 0 or not nodes)  # else the sweep had nothing to check
                      and figures["submit_p99_ms"] < TARGET_SUBMIT_P99_S * 1000
                      and figures["list_p99_ms"] < TARGET_LIST_P99_S * 1000)
     return figures
@@ -250,11 +420,19 @@ def run(kind: str, clients: int, jobs: int, seed_count: int, deadline_s: float, 
 def report(f: dict) -> None:
     print(f"{f['db']}: {f['clients']} clients x {f['jobs_each']} jobs, think time {f['pace_s']:g} s on average "
           f"({f['pace_s'] / 2:g} to {f['pace_s'] * 3 / 2:g} s) between rounds, scheduler {'on' if f['scheduler'] else 'off'}, "
-          f"{f['jobs_in_db']} jobs in the database at the end; load average {f['load_avg'][0]:.1f} before, "
-          f"{f['load_avg'][1]:.1f} after ({os.cpu_count()} cores)")
+          f"{len(f['nodes'])} nodes, {f['jobs_in_db']} jobs in the database at the end; load average "
+          f"{f['load_avg'][0]:.1f} before, {f['load_avg'][1]:.1f} after ({os.cpu_count()} cores)")
     print(f"  {f['submitted']} submitted in {f['elapsed_s']:.1f} s = {f['submit_per_s']:.0f} submits/s; "
-          f"lost {f['lost']}, twice {f['duplicates']}, stored but unanswered (client timeout) {f['unexpected']}, "
-          f"nodes over capacity {len(f['nodes_over'])}, GPUs over {f['gpus_over']}")
+          f"lost {f['lost']}, twice {f['duplicates']}, stored but unanswered (client timeout) {f['unexpected']}; "
+          f"{f['ran_on_nodes']} ran on the nodes ({f['completed']} completed), each holding its node "
+          f"{f['hold_p50_s']:.1f} s from placement to release (median)")
+    for node, use in sorted(f["nodes"].items()):
+        cpu, memory, gpus = f["capacity"][node]
+        print(f"  node {node}: {use['parts']} jobs placed; peak held at once: cpu {use['peak_cpu_milli'] / 1000:g} of "
+              f"{cpu / 1000:g}, memory {use['peak_memory_mib']} of {memory} MiB, one GPU {use['peak_gpu_milli'] / 1000:g} "
+              f"of 1 ({gpus} GPUs); over capacity {len(use['over'])} times")
+        for moment in use["over"][:5]:
+            print(f"    over: {moment}")
     requests_made = sum(len(f[f"{name}_samples"]) for name in ("submit", "list", "poll"))
     print(f"  server CPU {f['server_cpu_s']:.1f} s = {1000 * f['server_cpu_s'] / max(requests_made, 1):.1f} ms a request "
           f"(scheduler included), {f['server_cpu_s'] / f['elapsed_s']:.2f} cores on average")
@@ -278,10 +456,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve without the scheduler loop (the API's own cost, without planning the queue)")
     parser.add_argument("--pace", type=float, default=8.0,
                         help="seconds each client thinks between rounds, on average (0: as fast as it can)")
+    parser.add_argument("--no-nodes", action="store_true",
+                        help="register no node: every job stays queued (no engines are started)")
     args = parser.parse_args(argv)
     status = 0
     for kind in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):
-        figures = run(kind, args.clients, args.jobs, args.seed, args.deadline, args.pace, not args.no_scheduler)
+        # Without the scheduler nothing is ever placed: no engines to start for it.
+        figures = run(kind, args.clients, args.jobs, args.seed, args.deadline, args.pace, not args.no_scheduler,
+                      nodes=not (args.no_nodes or args.no_scheduler))
         report(figures)
         status = status or (0 if figures["ok"] else 1)
     return status
