@@ -4,12 +4,12 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from kqi import validation as v
@@ -32,6 +32,14 @@ class Principal:
     user: User
     tenant: Tenant
     role: Role
+    # Read when the call is authenticated: the audit hook names them after the route's commit has
+    # expired the rows above (reading those again would cost two queries per change).
+    username: str = field(init=False)
+    tenant_name: str = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "username", self.user.username)
+        object.__setattr__(self, "tenant_name", self.tenant.name)
 
     @property
     def is_admin(self) -> bool:
@@ -220,15 +228,19 @@ def issue_token(session: Session, principal: Principal, ttl: timedelta) -> tuple
     return token, expires_at
 
 
+# Built once (a statement's cache key is then computed once too): this runs on every API call.
+_PRINCIPAL_BY_TOKEN = (
+    select(User, Tenant, Membership.role)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .join(Tenant, Tenant.id == ApiToken.tenant_id)
+    .join(Membership, (Membership.user_id == ApiToken.user_id) & (Membership.tenant_id == ApiToken.tenant_id))
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.expires_at > bindparam("now"),
+           User.disabled.is_(False))
+)
+
+
 def principal_for_token(session: Session, token: str) -> Principal | None:
-    # One query for the token, its user and its tenant: this runs on every API call.
-    row = session.scalar(select(ApiToken).options(joinedload(ApiToken.user), joinedload(ApiToken.tenant))
-                         .where(ApiToken.token_hash == _hash_token(token)))
-    if row is None or row.expires_at <= utcnow() or row.user.disabled:
-        return None
-    membership = session.scalar(
-        select(Membership).where(Membership.user_id == row.user_id, Membership.tenant_id == row.tenant_id)
-    )
-    if membership is None:  # removed from the tenant since the token was issued
-        return None
-    return Principal(user=row.user, tenant=row.tenant, role=membership.role)
+    """The token's user in the token's tenant, or None. One query, never cached across requests: an
+    expired token, a disabled user or a removed membership stops working at once."""
+    found = session.execute(_PRINCIPAL_BY_TOKEN, {"token_hash": _hash_token(token), "now": utcnow()}).first()
+    return None if found is None else Principal(user=found.User, tenant=found.Tenant, role=found.role)

@@ -18,6 +18,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from kqi import datasets, gitsource, registries
 from kqi.accounts import Principal
@@ -70,6 +71,7 @@ def attach(session: Session, principal: Principal, job: Job, body: dict[str, Any
         source.git_repository, source.git_branch, source.git_commit = pinned["repository"], pinned["branch"], pinned["commit"]
     session.add(source)
     session.flush()
+    set_committed_value(job, "source", source)  # the new job's JSON then reads it without a query
     return source
 
 

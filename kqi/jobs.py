@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any, Mapping
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from kqi import accounting, job_sources, notify, runs
@@ -79,8 +79,9 @@ def _flag(body: Any, field: str) -> bool:
 
 
 def submit(session: Session, principal: Principal, body: Any, kind: str = "training") -> Job:
+    # A new job has no parts and no tags yet: said here, its JSON reads them without a query.
     job = Job(tenant_id=principal.tenant.id, user_id=principal.user.id, kind=kind, status=JobStatus.QUEUED,
-              **parse_submission(body))
+              parts=[], tag_rows=[], **parse_submission(body))
     session.add(job)
     session.flush()
     job_sources.attach(session, principal, job, body)  # dataset, git commit, parents: pinned now
@@ -89,19 +90,43 @@ def submit(session: Session, principal: Principal, body: Any, kind: str = "train
     return job
 
 
+# Built once (every poll of a job runs it); the submitter and the sources come in the same row.
+_BY_ID = (select(Job).where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+          .options(joinedload(Job.user), joinedload(Job.source)))
+_BY_ID_OF_KIND = _BY_ID.where(Job.kind == bindparam("kind"))
+
+
 def get(session: Session, principal: Principal, job_id: int, kind: str | None = None) -> Job:
     """The tenant's job; with `kind`, only a job of that kind (/inference/<id> is never a training)."""
-    query = select(Job).where(Job.id == job_id, Job.tenant_id == principal.tenant.id)
-    job = session.scalar(query.where(Job.kind == kind) if kind else query)
+    params = {"job_id": job_id, "tenant_id": principal.tenant.id}
+    job = session.scalar(_BY_ID_OF_KIND, {**params, "kind": kind}) if kind else session.scalar(_BY_ID, params)
     if job is None:
         raise NotFound("job")
     return job
 
 
+# Built once, the tenant and kind as parameters: a page without filters (what pollers ask for)
+# then costs no statement building and no cache-key computation.
+_OF_KIND = select(Job).where(Job.tenant_id == bindparam("tenant_id"), Job.kind == bindparam("kind"))
+# What as_dict reads, loaded in a few queries for the whole page instead of several per job (the
+# tenant is the caller's, already in the session).
+_SHOWN = (joinedload(Job.user), joinedload(Job.source), selectinload(Job.parts).joinedload(JobPart.node),
+          selectinload(Job.parent_links), selectinload(Job.tag_rows))
+
+
+def _count_and_page(query):
+    """The statements counting `query`'s jobs and reading one page of them, newest first."""
+    return (select(func.count()).select_from(query.subquery()),
+            query.options(*_SHOWN).order_by(Job.id.desc()).offset(bindparam("offset")).limit(bindparam("limit")))
+
+
+_UNFILTERED = _count_and_page(_OF_KIND)
+
+
 def page(session: Session, principal: Principal, page_no: int, per_page: int, status: str | None = None,
          kind: str = "training", filters: Mapping[str, Any] | None = None) -> tuple[list[Job], int]:
     """`filters`: the history filters of kqi/runs.py (name, tag, user, dates, favorites)."""
-    query = select(Job).where(Job.tenant_id == principal.tenant.id, Job.kind == kind)
+    query = _OF_KIND
     if status:
         try:
             query = query.where(Job.status == JobStatus(status))
@@ -109,11 +134,10 @@ def page(session: Session, principal: Principal, page_no: int, per_page: int, st
             raise ServiceError(f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status") from None
     if filters:
         query = runs.filter_query(query, principal, filters)
-    total = session.scalar(select(func.count()).select_from(query.subquery()))
-    # What as_dict reads, loaded in a few queries for the whole page instead of several per job.
-    eager = (joinedload(Job.tenant), joinedload(Job.user), selectinload(Job.parts).joinedload(JobPart.node),
-             selectinload(Job.source), selectinload(Job.parent_links), selectinload(Job.tag_rows))
-    jobs = session.scalars(query.options(*eager).order_by(Job.id.desc()).offset((page_no - 1) * per_page).limit(per_page))
+    count, rows = _UNFILTERED if query is _OF_KIND else _count_and_page(query)
+    params = {"tenant_id": principal.tenant.id, "kind": kind}
+    total = session.scalar(count, params)
+    jobs = session.scalars(rows, {**params, "offset": (page_no - 1) * per_page, "limit": per_page})
     return list(jobs), total
 
 

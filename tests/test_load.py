@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import event
+from sqlalchemy import delete, event, select
 
 from kqi import jobs
 from kqi.extensions import db
-from kqi.models import JobStatus
+from kqi.models import ApiToken, JobStatus, Membership, User, utcnow
 
 BODY = {"image": "busybox", "command": "true", "cpu": 0.1, "memory_gb": 0.1}
 
@@ -63,6 +63,88 @@ def test_a_list_page_costs_the_same_queries_for_1_or_20_jobs_with_parents(app, f
     # The list shows each job as its own page does, parents included.
     for item in twenty[:3] + twenty[-2:]:
         assert item == api.get(f"/api/v1/training/{item['id']}").get_json()
+
+
+def test_a_page_of_several_submitters_tagged_and_starred_jobs_costs_what_a_page_of_one_does(app, factory):
+    alice, bob = factory.api("load-team"), factory.api("load-team")
+
+    def page(per_page):
+        with counted(app) as statements:
+            answer = alice.get(f"/api/v1/training?page=1&per_page={per_page}")
+        assert answer.status_code == 200
+        return answer.get_json()["items"], statements[0]
+
+    def submit(client, i):
+        job = client.post("/api/v1/training/run", json={**BODY, "name": f"busy-{i}"}).get_json()["id"]
+        edit = client.open(f"/api/v1/training/{job}", "PATCH", json={"tags": [f"t{i % 3}", "load"], "favorite": True})
+        assert edit.status_code == 200, edit.get_json()
+
+    submit(alice, 0)
+    one, queries_for_one = page(1)
+    assert one[0]["tags"] == ["load", "t0"] and one[0]["favorite"] is True
+    for i in range(1, 20):
+        submit((alice, bob)[i % 2], i)
+    twenty, queries_for_twenty = page(20)
+    assert len(twenty) == 20 and len({item["user"] for item in twenty}) == 2
+    assert queries_for_twenty == queries_for_one
+    # Each caller sees their own stars only; the list shows a job as its page does.
+    assert [item["favorite"] for item in twenty] == [item["user"] == twenty[-1]["user"] for item in twenty]
+    for item in twenty[:2]:
+        assert item == alice.get(f"/api/v1/training/{item['id']}").get_json()
+
+
+def test_a_poll_and_a_submit_cost_a_few_statements_whatever_the_job_carries(app, factory):
+    api = factory.api()
+    with counted(app) as submit_plain:
+        plain = api.post("/api/v1/training/run", json={**BODY, "name": "plain"})
+    assert plain.status_code == 201
+    # The token lookup, the job, its sources, its first event, and its parent ids for the answer.
+    assert submit_plain[0] <= 5
+    with app.app_context():
+        assert jobs.transition(db.session, plain.get_json()["id"], JobStatus.QUEUED, JobStatus.COMPLETED)
+        db.session.commit()
+    child = api.post("/api/v1/training/run", json={**BODY, "name": "child", "parent_ids": [plain.get_json()["id"]]})
+    assert child.status_code == 201
+    child_id = child.get_json()["id"]
+    assert api.open(f"/api/v1/training/{child_id}", "PATCH", json={"tags": ["a", "b"], "favorite": True}).status_code == 200
+
+    def poll(job_id):
+        with counted(app) as statements:
+            answer = api.get(f"/api/v1/training/{job_id}")
+        assert answer.status_code == 200
+        return answer.get_json(), statements[0]
+
+    plain_shown, plain_queries = poll(plain.get_json()["id"])
+    child_shown, child_queries = poll(child_id)
+    assert plain_shown == {**plain.get_json(), "status": "Completed", "completed_at": plain_shown["completed_at"]}
+    assert child_shown["parent_ids"] == [plain_shown["id"]] and child_shown["tags"] == ["a", "b"]
+    assert child_shown["favorite"] is True
+    # The token lookup, the job with its submitter and sources, then its star, parts, parents, tags.
+    assert child_queries == plain_queries <= 6
+
+
+def test_a_token_stops_working_at_once_when_it_expires_or_its_membership_goes(app, factory):
+    """The token lookup is one query on every call, never remembered between calls."""
+    username, password = factory.user("load-team")
+    client = app.test_client()
+
+    def token():
+        answer = client.post("/api/v1/account/login", json={"username": username, "password": password})
+        return {"Authorization": f"Bearer {answer.get_json()['token']}"}
+
+    expiring, kept = token(), token()
+    assert client.get("/api/v1/training", headers=expiring).status_code == 200
+    with app.app_context():
+        user_id = db.session.scalar(select(User.id).where(User.username == username))
+        tokens = db.session.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id)).all()
+        tokens[0].expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    assert client.get("/api/v1/training", headers=expiring).status_code == 401
+    assert client.get("/api/v1/training", headers=kept).status_code == 200
+    with app.app_context():
+        db.session.execute(delete(Membership).where(Membership.user_id == user_id))
+        db.session.commit()
+    assert client.get("/api/v1/training", headers=kept).status_code == 401
 
 
 def test_the_pool_keeps_a_connection_for_every_web_thread(app):

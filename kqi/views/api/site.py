@@ -22,8 +22,8 @@ def audit_request(response):
     if request.method not in MUTATING or request.endpoint is None:
         return response
     who = g.get("principal")
-    audit.record(username=who.user.username if who else g.get("audit_username", ""),
-                 tenant=who.tenant.name if who else "", action=request.endpoint.removeprefix("api."),
+    audit.record(username=who.username if who else g.get("audit_username", ""),
+                 tenant=who.tenant_name if who else "", action=request.endpoint.removeprefix("api."),
                  target=request.path, status=response.status_code, ip=request.remote_addr or "")
     return response
 

@@ -31,9 +31,10 @@ from kqi.views.kinds import kind_route, lookup_kind
 @kind_route(blueprint, "/run", methods=("POST",))
 def run_training(kind: str):
     job = jobs.submit(db.session, g.principal, json_body(), kind=kind)
+    shown = _job_dict(job, favorite=False)  # before the commit expires the job: nothing to read back
     db.session.commit()
     scheduler().wake()
-    return created(_job_dict(job), url_for(f"api.get_{kind}", job_id=job.id))
+    return created(shown, url_for(f"api.get_{kind}", job_id=shown["id"]))
 
 
 @kind_route(blueprint, "")
