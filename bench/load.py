@@ -17,13 +17,14 @@ planned them once). They ask for a partition no node has: they are the old queue
 clients' jobs (10,000 runnable seeds would keep the nodes busy with the seed alone, and start 10,000
 containers on a 2-core machine). Then each client, with its own connection and one of 20 users'
 tokens in 4 tenants, runs --jobs rounds: submit a job, list the first page of its tenant's jobs,
-poll the job it submitted, then think for --pace seconds on average (uniformly between half and
+poll the job it submitted, ask /healthz (no database: the floor under every request on this
+machine, measured in the same run), then think for --pace seconds on average (uniformly between half and
 one and a half times it, so the clients drift apart as real ones do; each also starts at a random
 moment within the first --pace seconds). --pace 0 is a closed loop: every client as fast as the
 server answers, which measures saturation, not latency. --no-nodes registers no node (every job
 stays queued: the API and planning cost alone, as before the nodes were added).
 
-Reported: throughput, p50/p99 latency of submit, list and poll, the jobs that ran on the nodes and
+Reported: throughput, p50/p99 latency of submit, list, poll and health, the jobs that ran on the nodes and
 each node's peak allocation. Checked after: every submission answered 201 and is in the database
 (none lost, none twice), and over the WHOLE run no node ever held more than it has: each job part's
 hold runs from its placement (the job's last Starting event) to its end (the next finished or Queued
@@ -192,7 +193,7 @@ def server_cpu_s() -> float:
 class Recorder:
     def __init__(self):
         self.lock = threading.Lock()
-        self.samples: dict[str, list[float]] = {"submit": [], "list": [], "poll": []}
+        self.samples: dict[str, list[float]] = {"submit": [], "list": [], "poll": [], "health": []}
         self.submitted: list[int] = []
         self.errors: list[str] = []
 
@@ -230,7 +231,10 @@ def client(base: str, token: str, index: int, jobs: int, deadline: float, rec: R
         job_id = response.json()["id"]
         with rec.lock:
             rec.submitted.append(job_id)
-        for kind, url in (("list", f"{base}/api/v1/training?page=1&per_page=20"), ("poll", f"{base}/api/v1/training/{job_id}")):
+        # health: /healthz touches no database, so its latency in the same run is the floor that this
+        # machine, the server's HTTP stack and this client's own threads put under every request.
+        for kind, url in (("list", f"{base}/api/v1/training?page=1&per_page=20"), ("poll", f"{base}/api/v1/training/{job_id}"),
+                          ("health", f"{base}/healthz")):
             begin = time.perf_counter()
             try:
                 answer = session.get(url, timeout=30)
@@ -433,12 +437,14 @@ def report(f: dict) -> None:
               f"of 1 ({gpus} GPUs); over capacity {len(use['over'])} times")
         for moment in use["over"][:5]:
             print(f"    over: {moment}")
-    requests_made = sum(len(f[f"{name}_samples"]) for name in ("submit", "list", "poll"))
+    requests_made = sum(len(f[f"{name}_samples"]) for name in ("submit", "list", "poll", "health"))
     print(f"  server CPU {f['server_cpu_s']:.1f} s = {1000 * f['server_cpu_s'] / max(requests_made, 1):.1f} ms a request "
           f"(scheduler included), {f['server_cpu_s'] / f['elapsed_s']:.2f} cores on average")
     print(f"  {'':8}{'p50 ms':>10}{'p99 ms':>10}")
-    for name in ("submit", "list", "poll"):
+    for name in ("submit", "list", "poll", "health"):
         print(f"  {name:8}{f[f'{name}_p50_ms']:10.1f}{f[f'{name}_p99_ms']:10.1f}")
+    print(f"  list / health: p50 x{f['list_p50_ms'] / f['health_p50_ms']:.1f}, p99 x{f['list_p99_ms'] / f['health_p99_ms']:.1f} "
+          f"(health: no database, the floor of this machine and client)")
     for error in f["errors"][:10]:
         print(f"  error: {error}")
     verdict = "met" if f["ok"] else "MISSED"

@@ -169,11 +169,14 @@ class _Clock:
 def test_a_long_tick_woken_again_rests_three_times_as_long_before_the_next(sqlite_app):
     service = sqlite_app.extensions["kqi_scheduler"]
     service._scheduler = clock = _Clock()
-    ticks = []
+    ticks, computed = [], []
 
-    def slow_tick():  # a long queue to plan, and submits arriving meanwhile
+    def slow_tick():  # a long queue to plan (CPU), and submits arriving meanwhile
         ticks.append(time.monotonic())
-        time.sleep(0.2)
+        cpu = time.thread_time()
+        while time.thread_time() - cpu < 0.2:
+            pass
+        computed.append(time.thread_time() - cpu)
         service._wake.set()
 
     service.tick = slow_tick
@@ -185,8 +188,29 @@ def test_a_long_tick_woken_again_rests_three_times_as_long_before_the_next(sqlit
     finally:
         service._scheduler = None
     assert len(ticks) == 1 and len(clock.next_runs) == 1
-    rest_s = (clock.next_runs[0] - began).total_seconds() - 0.2
-    assert rest_s >= 3 * 0.2 - 0.05
+    # next run = the tick's end (at least 0.2 s after `began`) + 3 x the CPU it computed
+    assert (clock.next_runs[0] - began).total_seconds() >= 0.2 + 3 * computed[0] - 0.05
+
+
+def test_a_tick_that_waited_for_engines_is_followed_at_once_when_woken(sqlite_app):
+    """The rest is measured in CPU time: a tick that spent its time waiting (starting containers on
+    the engines) costs nobody anything, and the jobs submitted meanwhile start at the next tick."""
+    service = sqlite_app.extensions["kqi_scheduler"]
+    service._scheduler = clock = _Clock()
+    ticks = []
+
+    def waiting_tick():
+        ticks.append(time.monotonic())
+        if len(ticks) == 1:
+            time.sleep(0.5)  # an engine answering slowly
+            service._wake.set()  # a submit arrived meanwhile
+
+    service.tick = waiting_tick
+    try:
+        service._run()
+    finally:
+        service._scheduler = None
+    assert len(ticks) == 2 and clock.next_runs == []
 
 
 def test_shutdown_during_a_tick_that_would_reschedule_itself_does_not_hang(sqlite_app):
@@ -207,3 +231,32 @@ def test_shutdown_during_a_tick_that_would_reschedule_itself_does_not_hang(sqlit
     stopper.start()
     stopper.join(20)
     assert not stopper.is_alive(), "shutdown hung waiting for a tick that waits for shutdown's lock"
+
+
+def test_queue_moves_beyond_a_ticks_share_wait_while_new_positions_are_written_at_once(app, factory):
+    """A start shifts every job behind it: beyond `moves_at_once` (MOVES_AT_ONCE on a tick where
+    positions are not due) those moves wait for a tick that writes them all, while a new job's first
+    position is written at once."""
+    from kqi.scheduler import snapshot
+    from kqi.scheduler.plan import plan
+
+    api = factory.api()
+    ids = [api.post("/api/v1/training/run", json={**BODY, "name": f"q{i}"}).get_json()["id"] for i in range(3)]
+
+    def tick(moves_at_once):
+        with app.app_context():
+            snap = snapshot.read(db.session, now=time.time())
+            snapshot.apply(db.session, snap, plan(snap.state), moves_at_once)
+            db.session.commit()
+
+    def positions():
+        return {job_id: api.get(f"/api/v1/training/{job_id}").get_json()["queue_position"] for job_id in ids}
+
+    tick(moves_at_once=0)  # first positions: written whatever the limit
+    assert positions() == {ids[0]: 1, ids[1]: 2, ids[2]: 3}
+    assert api.post(f"/api/v1/training/{ids[0]}/halt").status_code == 200  # the first leaves the queue
+    ids.append(api.post("/api/v1/training/run", json={**BODY, "name": "late"}).get_json()["id"])
+    tick(moves_at_once=1)  # two moves: over the limit
+    assert positions() == {ids[0]: None, ids[1]: 2, ids[2]: 3, ids[3]: 3}  # the moves wait; the new job's is there
+    tick(moves_at_once=2)  # within it
+    assert positions() == {ids[0]: None, ids[1]: 1, ids[2]: 2, ids[3]: 3}

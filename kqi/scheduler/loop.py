@@ -23,10 +23,13 @@ from kqi.scheduler.plan import plan
 log = logging.getLogger(__name__)
 TICK_JOB = "kqi-scheduler-tick"
 MIN_REST_S, MAX_REST_S = 0.05, 5.0  # rest between back-to-back ticks: none below the first, at most the second
-REST_FACTOR = 3.0  # the rest after a long tick, in multiples of the tick: the loop takes at most a quarter
+REST_FACTOR = 3.0  # the rest after a long tick, in multiples of its CPU time: the loop takes at most a quarter
 # Watching (collecting ended jobs) and starting containers each stop after this long in one tick and
 # go on in the next one at once, so the heartbeat (the start of every tick) is never long delayed.
 PHASE_BUDGET_S = 5.0
+# On a long queue, a queued job's stored position follows the queue at most this late: a tick
+# writes at most MOVES_AT_ONCE moves, all of them only every POSITION_REFRESH_S (snapshot.apply).
+POSITION_REFRESH_S, MOVES_AT_ONCE = 5.0, 500
 
 
 class SchedulerService:
@@ -49,6 +52,7 @@ class SchedulerService:
         self._forward_wake = None  # a web worker process: wake() tells the scheduling process instead
         self._asked = False  # wake() was called since the last tick began (not a NOTIFY, not the interval)
         self._listener: pg_wake.Listener | None = None
+        self._positions_due_at = 0.0  # monotonic
         self._rest_until = 0.0  # monotonic time before which a wake leaves the next tick where it is (see _run)
         self._lock = threading.Lock()  # one tick at a time, whoever calls it
         self._scheduler: BackgroundScheduler | None = None
@@ -150,15 +154,17 @@ class SchedulerService:
     def _run(self) -> None:
         while True:
             self._wake.clear()
-            began = time.monotonic()
+            began = time.thread_time()
             self.tick()
             if not self._wake.is_set() or self._closing:
                 return
             # Woken during the tick (a burst of submits): the next tick comes after a rest three times
-            # as long as this one took, so planning a long queue takes at most a quarter of the
-            # process (one interpreter lock) from the requests that feed it; a new job in a queue of
-            # 10,000 gets its position a few seconds later. Short ticks (an ordinary queue) follow at once.
-            took = time.monotonic() - began
+            # as long as this one computed, so planning a long queue takes at most a quarter of a
+            # core from the requests that feed it; a new job in a queue of 10,000 gets its position a
+            # few seconds later. CPU time, not wall time: a tick that mostly waited for engines
+            # (starting containers) cost nobody anything, and the jobs submitted meanwhile should
+            # start at once. Short ticks (an ordinary queue) follow at once.
+            took = time.thread_time() - began
             if took < MIN_REST_S or self._scheduler is None:
                 continue
             rest = min(took * REST_FACTOR, MAX_REST_S)
@@ -199,8 +205,11 @@ class SchedulerService:
         session = db.session
         snap = snapshot.read(session, now=time.time())
         result = plan(snap.state)
-        snapshot.apply(session, snap, result)
+        positions_due = time.monotonic() >= self._positions_due_at
+        snapshot.apply(session, snap, result, moves_at_once=None if positions_due else MOVES_AT_ONCE)
         session.commit()
+        if positions_due:
+            self._positions_due_at = time.monotonic() + POSITION_REFRESH_S
         ctx = self.run_context()
         for job in job_runner.jobs_starting(session):
             if time.monotonic() > until:

@@ -165,8 +165,13 @@ def _apply_one(session: Session, snapshot: Snapshot, placement) -> bool:
     return True
 
 
-def apply(session: Session, snapshot: Snapshot, plan: Plan) -> list[int]:
-    """Write the plan; return the ids of jobs now Starting. The caller commits."""
+def apply(session: Session, snapshot: Snapshot, plan: Plan, moves_at_once: int | None = None) -> list[int]:
+    """Write the plan; return the ids of jobs now Starting. The caller commits.
+
+    A job that only moved in the queue (one ahead of it started, or a more urgent one came) keeps
+    its stored position when there are more than `moves_at_once` such moves (None: no limit): every
+    job behind a start moves, and writing each move would rewrite a long queue every tick. The
+    caller writes them all now and then; a new job's first position and new reasons go at once."""
     started = []
     for placement in plan.placements:
         savepoint = session.begin_nested()
@@ -179,9 +184,16 @@ def apply(session: Session, snapshot: Snapshot, plan: Plan) -> list[int]:
             started.append(placement.job_id)
         else:
             savepoint.rollback()
-    shown = [(p, services.readable_reasons(p.reasons)) for p in plan.pending]
-    changed = [{"pending_id": p.job_id, "position": p.position, "reasons": list(reasons)}
-               for p, reasons in shown if snapshot.pending_seen.get(p.job_id) != (p.position, reasons)]
+    changed, moves = [], []
+    for pending in plan.pending:
+        reasons = services.readable_reasons(pending.reasons)
+        seen = snapshot.pending_seen.get(pending.job_id)
+        if seen == (pending.position, reasons):
+            continue
+        row = {"pending_id": pending.job_id, "position": pending.position, "reasons": list(reasons)}
+        (moves if seen is not None and seen[0] is not None and seen[1] == reasons else changed).append(row)
+    if moves_at_once is None or len(moves) <= moves_at_once:
+        changed += moves
     if changed:  # one executemany: a job starting shifts the position of every job behind it
         table = Job.__table__
         session.execute(
