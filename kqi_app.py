@@ -80,7 +80,7 @@ def serve(app) -> None:
         listener = web_workers.listening_socket(settings["host"], settings["port"])
         supervisor = web_workers.Supervisor(settings["web_processes"], listener, scheduler.wake)
     if settings["scheduler_enabled"]:
-        scheduler.start()
+        scheduler.start(below_web=settings["web_processes"] > 1)
     print(f"kqi serving on http://{settings['host']}:{settings['port']}/", flush=True)  # listening already
     if settings["web_processes"] == 1:
         _serve_until_stopped(server, app)

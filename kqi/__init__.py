@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import secrets
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import Pool
 
 from kqi import config as kqi_config
 from kqi import crypto
@@ -75,8 +77,45 @@ def _engine_options(url: str, web_threads: int) -> dict[str, Any]:
         return {}  # one shared in-memory connection: no pool to size
     # A connection kept open for every web thread and the threads beside them (scheduler loop, audit
     # writer, notifier): with the default 5, the other threads opened and closed one per request.
-    # A SQLite file cannot go away under us; a PostgreSQL server can restart, so check on checkout.
-    return {"pool_size": web_threads + 4, "max_overflow": 8, "pool_pre_ping": parsed.get_backend_name() != "sqlite"}
+    # A PostgreSQL server can restart under us: _ping_if_idle checks a connection that sat unused.
+    # Last in, first out: the connections in use stay few and warm, the others idle (and get checked).
+    return {"pool_size": web_threads + 4, "max_overflow": 8, "pool_use_lifo": True}
+
+
+# A PostgreSQL connection idle this long is checked (SELECT 1) before a request uses it: the server
+# may have restarted meanwhile. One in steady use is not: the check is a round trip, an eighth of a
+# short request's, and if the server goes away under load the first failing statement makes the
+# pool drop every connection, so only the requests in flight then see the error.
+PING_AFTER_IDLE_S = 10.0
+
+
+@event.listens_for(Pool, "connect")
+def _fresh(_dbapi_connection, record):
+    record.info["idle_since"] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkin")
+def _idle_from_now(_dbapi_connection, record):
+    if record is not None:
+        record.info["idle_since"] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _ping_if_idle(dbapi_connection, record, _proxy):
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        return  # a file cannot go away under us
+    if time.monotonic() - record.info.get("idle_since", float("-inf")) < PING_AFTER_IDLE_S:
+        return
+    try:
+        ping(dbapi_connection)
+    except Exception as error:  # noqa: BLE001 - any failure: the pool discards it and connects afresh
+        raise exc.DisconnectionError(str(error)) from error
+
+
+def ping(dbapi_connection) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SELECT 1")
+    cursor.close()
 
 
 @event.listens_for(Engine, "connect")

@@ -263,7 +263,8 @@ def record_refused_outputs(session: Session, job: Job, refused: list[str]) -> No
         "names": refused[:100]}}
 
 
-def as_dict(job: Job) -> dict[str, Any]:
+def as_dict(job: Job, parent_ids: list[int] | None = None) -> dict[str, Any]:
+    """The job's sources; `parent_ids` as jobs.as_dict read them (None: from the job)."""
     source = job.source
     git = None
     if source is not None and source.git_commit:
@@ -272,7 +273,7 @@ def as_dict(job: Job) -> dict[str, Any]:
         "dataset_id": source.dataset_id if source else None,
         "dataset_hash": (source.dataset_hash or None) if source else None,
         "git": git,
-        "parent_ids": [link.parent_id for link in job.parent_links],  # eager-loaded by list pages
+        "parent_ids": [link.parent_id for link in job.parent_links] if parent_ids is None else parent_ids,
         "pull": bool(source and source.pull),
         "provenance": (source.provenance or None) if source else None,
     }

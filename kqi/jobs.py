@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Integer, bindparam, delete, func, literal_column, null, select, union_all, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from kqi import accounting, job_sources, notify, runs
@@ -15,7 +16,9 @@ from kqi.storage import JobFiles
 from kqi import validation as v
 from kqi.accounts import Principal
 from kqi.errors import Conflict, NotFound, ServiceError
-from kqi.models import GpuAllocation, Job, JobPart, JobStatus, utcnow
+from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, utcnow
+from kqi.models_data import JobParent
+from kqi.models_runs import JobTag
 from kqi.models_preprocessing import PreprocessingRun
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,29}$")
@@ -108,24 +111,29 @@ def get(session: Session, principal: Principal, job_id: int, kind: str | None = 
 # Built once, the tenant and kind as parameters: a page without filters (what pollers ask for)
 # then costs no statement building and no cache-key computation.
 _OF_KIND = select(Job).where(Job.tenant_id == bindparam("tenant_id"), Job.kind == bindparam("kind"))
-# What as_dict reads, loaded in a few queries for the whole page instead of several per job (the
-# tenant is the caller's, already in the session).
-_SHOWN = (joinedload(Job.user), joinedload(Job.source), selectinload(Job.parts).joinedload(JobPart.node),
-          selectinload(Job.parent_links), selectinload(Job.tag_rows))
+# What as_dict reads, loaded for the whole page instead of per job (the tenant is the caller's,
+# already in the session): the submitter and the sources in the same row; the collections (parts,
+# parents, tags) as ORM collections for the pages' templates, or by shown_on in one statement.
+_IN_ROW = (joinedload(Job.user), joinedload(Job.source))
+_COLLECTIONS = (selectinload(Job.parts).joinedload(JobPart.node), selectinload(Job.parent_links),
+                selectinload(Job.tag_rows))
 
 
-def _count_and_page(query):
+def _count_and_page(query, collections: bool):
     """The statements counting `query`'s jobs and reading one page of them, newest first."""
+    options = _IN_ROW + _COLLECTIONS if collections else _IN_ROW
     return (select(func.count()).select_from(query.subquery()),
-            query.options(*_SHOWN).order_by(Job.id.desc()).offset(bindparam("offset")).limit(bindparam("limit")))
+            query.options(*options).order_by(Job.id.desc()).offset(bindparam("offset")).limit(bindparam("limit")))
 
 
-_UNFILTERED = _count_and_page(_OF_KIND)
+_UNFILTERED = {collections: _count_and_page(_OF_KIND, collections) for collections in (True, False)}
 
 
 def page(session: Session, principal: Principal, page_no: int, per_page: int, status: str | None = None,
-         kind: str = "training", filters: Mapping[str, Any] | None = None) -> tuple[list[Job], int]:
-    """`filters`: the history filters of kqi/runs.py (name, tag, user, dates, favorites)."""
+         kind: str = "training", filters: Mapping[str, Any] | None = None,
+         collections: bool = True) -> tuple[list[Job], int]:
+    """`filters`: the history filters of kqi/runs.py (name, tag, user, dates, favorites).
+    `collections`: load each job's parts, parents and tags (else read them with shown_on)."""
     query = _OF_KIND
     if status:
         try:
@@ -134,7 +142,7 @@ def page(session: Session, principal: Principal, page_no: int, per_page: int, st
             raise ServiceError(f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status") from None
     if filters:
         query = runs.filter_query(query, principal, filters)
-    count, rows = _UNFILTERED if query is _OF_KIND else _count_and_page(query)
+    count, rows = _UNFILTERED[collections] if query is _OF_KIND else _count_and_page(query, collections)
     params = {"tenant_id": principal.tenant.id, "kind": kind}
     total = session.scalar(count, params)
     jobs = session.scalars(rows, {**params, "offset": (page_no - 1) * per_page, "limit": per_page})
@@ -209,11 +217,59 @@ def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatu
     return True
 
 
+@dataclass(frozen=True)
+class Shown:
+    """What as_dict shows of jobs' parts, parents and tags, by job id. A list reads it for its page in
+    one statement of plain rows (shown_on): loading them as ORM collections cost more than the
+    whole rest of a list request."""
+
+    parts: dict[int, list[dict[str, Any]]]  # {"rank", "node", "gpu_indices"}, by rank
+    parent_ids: dict[int, list[int]]  # in the order given at submit
+    tags: dict[int, list[str]]  # sorted
+
+    @classmethod
+    def of(cls, job: Job) -> Shown:
+        """From the job's own collections (one job read on its own)."""
+        parts = [{"rank": p.rank, "node": p.node.name, "gpu_indices": list(p.gpu_indices)} for p in job.parts]
+        return cls({job.id: parts}, {job.id: [link.parent_id for link in job.parent_links]},
+                   {job.id: [row.tag for row in job.tag_rows]})
+
+
+_PARTS, _PARENTS, _TAGS = 0, 1, 2
+# One statement for the three collections: (what, job id, order, number, text, GPU indices).
+_SHOWN_ON = union_all(
+    select(literal_column(str(_PARTS), Integer), JobPart.job_id, JobPart.rank, null(), Node.name, JobPart.gpu_indices)
+    .join(Node, Node.id == JobPart.node_id).where(JobPart.job_id.in_(bindparam("ids", expanding=True))),
+    select(literal_column(str(_PARENTS), Integer), JobParent.job_id, JobParent.position, JobParent.parent_id, null(), null())
+    .where(JobParent.job_id.in_(bindparam("ids", expanding=True))),
+    select(literal_column(str(_TAGS), Integer), JobTag.job_id, literal_column("0", Integer), null(), JobTag.tag, null())
+    .where(JobTag.job_id.in_(bindparam("ids", expanding=True))),
+)
+
+
+def shown_on(session: Session, job_ids: list[int]) -> Shown:
+    shown = Shown({}, {}, {})
+    if not job_ids:
+        return shown
+    rows = sorted(session.execute(_SHOWN_ON, {"ids": job_ids}).all(), key=lambda row: row[:3] + (row[4] or "",))
+    for what, job_id, _order, number, text, gpu_indices in rows:
+        if what == _PARTS:
+            shown.parts.setdefault(job_id, []).append({"rank": _order, "node": text, "gpu_indices": list(gpu_indices or [])})
+        elif what == _PARENTS:
+            shown.parent_ids.setdefault(job_id, []).append(number)
+        else:
+            shown.tags.setdefault(job_id, []).append(text)
+    return shown
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="milliseconds") + "Z" if moment else None
 
 
-def as_dict(job: Job) -> dict[str, Any]:
+def as_dict(job: Job, shown: Shown | None = None) -> dict[str, Any]:
+    """The job's JSON; `shown`: its parts, parents and tags as a list read them (else its own)."""
+    shown = Shown.of(job) if shown is None else shown
+    parts = shown.parts.get(job.id, [])
     return {
         "id": job.id,
         "kind": job.kind,
@@ -233,10 +289,10 @@ def as_dict(job: Job) -> dict[str, Any]:
         "status": job.status.value,
         "reason": job.reason or None,
         "exit_code": job.exit_code,
-        "node": job.node.name if job.node else None,
-        "gpu_indices": job.gpu_indices,
+        "node": parts[0]["node"] if parts else None,  # the gang master's
+        "gpu_indices": list(parts[0]["gpu_indices"]) if parts else [],
         "nodes": job.nodes,
-        "parts": [{"rank": p.rank, "node": p.node.name, "gpu_indices": list(p.gpu_indices)} for p in job.parts],
+        "parts": parts,
         "queue_position": job.queue_position,
         "pending_reasons": list(job.pending_reasons or []),
         "halt_requested": job.halt_requested,
@@ -244,8 +300,8 @@ def as_dict(job: Job) -> dict[str, Any]:
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "completed_at": _iso(job.completed_at),
-        **job_sources.as_dict(job),
-        **runs.as_dict(job),
+        **job_sources.as_dict(job, shown.parent_ids.get(job.id, [])),
+        **runs.as_dict(job, shown.tags.get(job.id, [])),
     }
 
 

@@ -194,6 +194,6 @@ def output_zip(instance: Path, job: Job) -> IO[bytes]:
     return spool
 
 
-def as_dict(job: Job) -> dict[str, Any]:
-    """What the history adds to a job's JSON (tags are eager-loaded by list pages)."""
-    return {"value": job.value, "tags": [row.tag for row in job.tag_rows]}
+def as_dict(job: Job, tags: list[str]) -> dict[str, Any]:
+    """What the history adds to a job's JSON (jobs.as_dict reads its tags)."""
+    return {"value": job.value, "tags": tags}

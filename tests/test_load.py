@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, event, select
 
+import kqi
 from kqi import jobs
 from kqi.extensions import db
 from kqi.models import ApiToken, JobStatus, Membership, User, utcnow
@@ -59,9 +60,41 @@ def test_a_list_page_costs_the_same_queries_for_1_or_20_jobs_with_parents(app, f
         api.post("/api/v1/training/run", json={**BODY, "name": f"child-{i}", "parent_ids": parents[i % 2:i % 2 + 1]})
     twenty, queries_for_twenty = page(20)
     assert len(twenty) == 20
-    assert queries_for_twenty == queries_for_one
+    # the token's user and tenant, the count, the page, its parts, parents and tags, the caller's stars
+    assert queries_for_twenty == queries_for_one == 5
     # The list shows each job as its own page does, parents included.
     for item in twenty[:3] + twenty[-2:]:
+        assert item == api.get(f"/api/v1/training/{item['id']}").get_json()
+
+
+def test_a_list_shows_placed_and_gang_jobs_as_their_own_pages_do(app, factory):
+    """The list reads parts (node, rank, GPU indices) as plain rows, a job's own page through its
+    collections: both show the same."""
+    from kqi.models import Node
+    from kqi.models_nodes import NodeGpu
+    from kqi.scheduler import snapshot
+    from kqi.scheduler.plan import plan
+
+    with app.app_context():
+        for name in ("g1", "g2"):
+            node = Node(name=name, url=f"unix:///nowhere/{name}.sock", cpu_milli=4000, memory_mib=8192, gpu_count=2)
+            db.session.add(node)
+            db.session.flush()
+            db.session.add_all(NodeGpu(node_id=node.id, gpu_index=i, model="") for i in range(2))
+        db.session.commit()
+    api = factory.api()
+    for body in ({"name": "gang", "gpu": 2, "nodes": 2}, {"name": "half", "gpu": 0.5}, {"name": "waits", "gpu": 2}):
+        assert api.post("/api/v1/training/run", json={**BODY, **body}).status_code == 201
+    with app.app_context():
+        snap = snapshot.read(db.session, now=time.time())
+        assert len(snapshot.apply(db.session, snap, plan(snap.state))) == 1  # the gang takes every GPU
+        db.session.commit()
+    items = {item["name"]: item for item in api.get("/api/v1/training?per_page=10").get_json()["items"]}
+    gang = items["gang"]
+    assert [(p["rank"], p["gpu_indices"]) for p in gang["parts"]] == [(0, [0, 1]), (1, [0, 1])]
+    assert {p["node"] for p in gang["parts"]} == {"g1", "g2"} and gang["node"] == gang["parts"][0]["node"]
+    assert gang["gpu_indices"] == [0, 1] and items["waits"]["parts"] == [] and items["waits"]["node"] is None
+    for item in items.values():
         assert item == api.get(f"/api/v1/training/{item['id']}").get_json()
 
 
@@ -152,8 +185,36 @@ def test_the_pool_keeps_a_connection_for_every_web_thread(app):
         engine = db.engine
     threads = app.config["KQI"]["web_threads"]
     assert engine.pool.size() == threads + 4
-    # A PostgreSQL server can restart under a running kqi; a SQLite file cannot.
-    assert engine.pool._pre_ping == (engine.dialect.name == "postgresql")
+
+
+_real_ping = kqi.ping
+
+
+def test_a_connection_idle_a_while_is_checked_before_use_and_one_in_steady_use_is_not(app, monkeypatch):
+    """A PostgreSQL server can restart under a running kqi (here: every connection of the database
+    is terminated): a connection idle for PING_AFTER_IDLE_S is checked first and replaced, so the
+    next use works; in steady use nothing is checked (a round trip each). SQLite: never."""
+    pings = []
+    monkeypatch.setattr(kqi, "ping", lambda connection: (pings.append(1), _real_ping(connection)))
+    monkeypatch.setattr(kqi, "PING_AFTER_IDLE_S", 0.5)
+    with app.app_context():
+        engine = db.engine
+    for _ in range(3):
+        with engine.connect() as connection:
+            assert connection.scalar(select(1)) == 1
+    assert pings == []  # each found the connection the one before had just given back
+    postgres = engine.dialect.name == "postgresql"
+    if postgres:
+        import psycopg
+
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn, autocommit=True) as admin:  # what a server restart does to kqi's connections
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    time.sleep(0.6)
+    with engine.connect() as connection:  # without the check: psycopg's AdminShutdown here
+        assert connection.scalar(select(1)) == 1
+    assert len(pings) == (1 if postgres else 0)
 
 
 class _Clock:

@@ -169,13 +169,17 @@ def test_lease_one_holder_at_a_time_and_taken_over_when_it_lapses(app):
     with app.app_context():
         shared = db.engine.dialect.name == "postgresql"
         assert first.hold(db.session)
+        assert first.unbroken is (not shared)  # taken, not renewed: what the scheduler kept may be stale
         assert second.hold(db.session) is (not shared)  # SQLite: one process, no lease
         if shared:
-            assert first.hold(db.session)  # renewing
+            assert first.hold(db.session) and first.unbroken  # renewing
             time.sleep(1.3)
             assert second.hold(db.session) and not first.hold(db.session)
             second.release(db.session)
-            assert first.hold(db.session)
+            assert first.hold(db.session) and not first.unbroken  # taken back: the other one scheduled meanwhile
+            time.sleep(1.3)  # lapsed, though nobody took it: renewed, but no longer unbroken
+            assert first.hold(db.session) and not first.unbroken
+            assert first.hold(db.session) and first.unbroken
         db.session.remove()
 
 

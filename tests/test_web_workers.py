@@ -95,6 +95,14 @@ def test_workers_serve_and_a_submit_wakes_the_scheduling_process(site):
 
     for job_id in ids:
         wait_for(lambda job_id=job_id: planned(job_id) == ["no nodes"], timeout=30)
+    # The ticks ran below the requests' CPU priority; the workers' threads kept the server's.
+    base_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    assert max(_thread_nices(server.pid)) == max(base_nice, 10)
+    assert {nice for worker in workers for nice in _thread_nices(worker)} == {base_nice}
+
+
+def _thread_nices(pid: int) -> list[int]:
+    return [int((task / "stat").read_text().rpartition(")")[2].split()[16]) for task in Path(f"/proc/{pid}/task").iterdir()]
 
 
 def test_a_dead_worker_is_replaced_and_a_killed_server_takes_its_workers_along(site):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -30,6 +31,10 @@ class SchedulerLease:
         self.ttl_s = float(ttl_s)
         self.holder = f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.held = False
+        # True when the last hold() renewed the lease before it could have expired: no other process
+        # can have scheduled since the hold before it (what a tick kept from then is still true).
+        self.unbroken = False
+        self._expires_by = float("-inf")  # monotonic: the lease expires no later than this
 
     @staticmethod
     def _shared(session: Session) -> bool:
@@ -38,11 +43,15 @@ class SchedulerLease:
     def hold(self, session: Session) -> bool:
         """Take or renew the lease; True while this process may schedule. Commits."""
         if not self._shared(session):
+            self.unbroken = True
             return True
+        asked_at = time.monotonic()  # the database stamps its expiry after this: it lasts at least ttl from here
         params = {"me": self.holder, "ttl": self.ttl_s, "name": NAME}
         taken = session.execute(_TAKE, params).rowcount == 1 or session.execute(_CREATE, params).rowcount == 1
         session.commit()
+        self.unbroken = taken and self.held and asked_at < self._expires_by
         self.held = taken
+        self._expires_by = asked_at + self.ttl_s if taken else float("-inf")
         return taken
 
     def release(self, session: Session) -> None:
@@ -51,3 +60,4 @@ class SchedulerLease:
             session.execute(_RELEASE, {"me": self.holder, "name": NAME})
             session.commit()
         self.held = False
+        self._expires_by = float("-inf")

@@ -6,6 +6,7 @@ the interval is only the fallback that also watches running containers.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -30,6 +31,18 @@ PHASE_BUDGET_S = 5.0
 # On a long queue, a queued job's stored position follows the queue at most this late: a tick
 # writes at most MOVES_AT_ONCE moves, all of them only every POSITION_REFRESH_S (snapshot.apply).
 POSITION_REFRESH_S, MOVES_AT_ONCE = 5.0, 500
+TICK_NICE = 10  # the tick thread's nice value when the web is served by other processes (see start)
+
+
+def _lower_this_threads_priority() -> None:
+    """Run this thread at nice TICK_NICE (Linux gives each thread its own nice value): on a busy
+    machine the web workers' requests take the CPU first, and planning takes what they leave."""
+    thread = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, thread) < TICK_NICE:  # never raise it (that needs privilege)
+            os.setpriority(os.PRIO_PROCESS, thread, TICK_NICE)
+    except OSError:  # a system that refuses: ticks keep the process's priority
+        log.debug("could not lower the tick thread's priority", exc_info=True)
 
 
 class SchedulerService:
@@ -53,6 +66,7 @@ class SchedulerService:
         self._asked = False  # wake() was called since the last tick began (not a NOTIFY, not the interval)
         self._listener: pg_wake.Listener | None = None
         self._positions_due_at = 0.0  # monotonic
+        self.queue = snapshot.QueueCache()  # the queue between ticks: a tick reads only what changed
         self._rest_until = 0.0  # monotonic time before which a wake leaves the next tick where it is (see _run)
         self._lock = threading.Lock()  # one tick at a time, whoever calls it
         self._scheduler: BackgroundScheduler | None = None
@@ -61,6 +75,7 @@ class SchedulerService:
         # happens under this lock and only while not closing, and shutdown sets closing under it first.
         self._reschedule_lock = threading.Lock()
         self._closing = False
+        self._below_web = False  # ticks run below the web's CPU priority (start)
         self.notifier = notify.Notifier(app)
         self.samples = cluster_samples.Recorder(settings["cluster_sample_interval_s"],
                                                 settings["cluster_sample_retention_days"])
@@ -89,7 +104,11 @@ class SchedulerService:
 
     # -- the loop
 
-    def start(self) -> None:
+    def start(self, below_web: bool = False) -> None:
+        """Start the loop. `below_web`: the web is served by other processes (kqi.web_workers), so
+        ticks can run at a lower CPU priority than requests. Not where requests share this process:
+        a low-priority thread holding the interpreter lock would hold up its request threads too."""
+        self._below_web = below_web
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
         self._scheduler.add_job(self._run, "interval", seconds=self.interval_s, id=TICK_JOB, max_instances=1,
@@ -152,6 +171,8 @@ class SchedulerService:
                 log.debug("reschedule ignored", exc_info=True)
 
     def _run(self) -> None:
+        if self._below_web:
+            _lower_this_threads_priority()
         while True:
             self._wake.clear()
             began = time.thread_time()
@@ -180,6 +201,8 @@ class SchedulerService:
                     if asked:  # and should see what was just submitted now, not at its next interval
                         pg_wake.notify(db.session)
                     return
+                if not self.lease.unbroken:  # another process may have scheduled since this one last did
+                    self.queue.clear()
                 listings = self._heartbeat()
                 ctx = self.run_context()
                 node_health.end_jobs_on_lost_nodes(db.session, self.grace_s, self.requeue_default,
@@ -196,6 +219,7 @@ class SchedulerService:
             except Exception:
                 log.exception("scheduler tick failed")
                 db.session.rollback()
+                self.queue.clear()  # it may hold positions that were rolled back
             finally:
                 db.session.remove()
 
@@ -203,7 +227,7 @@ class SchedulerService:
         """Plan the queue, write the plan, start what it placed (and any start left by a crash);
         False when time ran out (`until`, monotonic) before every placed job was started."""
         session = db.session
-        snap = snapshot.read(session, now=time.time())
+        snap = snapshot.read(session, now=time.time(), queue=self.queue)
         result = plan(snap.state)
         positions_due = time.monotonic() >= self._positions_due_at
         snapshot.apply(session, snap, result, moves_at_once=None if positions_due else MOVES_AT_ONCE)

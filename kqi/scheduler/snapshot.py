@@ -37,7 +37,25 @@ def _epoch(moment: datetime | None) -> float:
 class Snapshot:
     state: ClusterState
     node_ids: dict[str, int]  # NodeView.name -> Node.id
-    pending_seen: dict[int, tuple[int | None, tuple[str, ...]]]  # what queued jobs show now
+    pending_seen: dict[int, tuple[int | None, tuple[str, ...]]]  # what queued jobs show now (QueueCache.seen)
+
+
+class QueueCache:
+    """The queue as the scheduling process keeps it between ticks.
+
+    A queued job's request never changes while it waits, and only the scheduler writes its position
+    and reasons, so a tick reads the ids of the queued jobs and the rows of the new ones: reading
+    15,000 rows (and decoding 15,000 lists of reasons) every tick was most of a tick's time. apply()
+    keeps `seen` equal to what it wrote; whoever holds a cache clears it when a tick fails (its
+    writes were rolled back) or when another process may have written (the lease changed hands)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[int, JobRequest] = {}
+        self.seen: dict[int, tuple[int | None, tuple[str, ...]]] = {}  # position and reasons in the database
+
+    def clear(self) -> None:
+        self.requests.clear()
+        self.seen.clear()
 
 
 # Fair share looks at what each tenant used recently: GPU-seconds, halved every day.
@@ -61,6 +79,37 @@ def decayed_usage(spans: list[tuple[str, float, float, float]], now: float) -> d
     return usage
 
 
+_QUEUED_IDS = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id)
+_QUEUED_FROM = (
+    select(Job.id, Job.tenant_id, Job.created_at, Job.cpu_milli, Job.memory_mib, Job.gpu_milli, Job.partition,
+           Job.priority, Job.time_limit_s, Job.nodes, Job.queue_position, Job.pending_reasons, Job.kind)
+    .where(Job.status == JobStatus.QUEUED, Job.id >= bindparam("first_id")).order_by(Job.id)
+)
+
+
+def _read_queue(session: Session, queue: QueueCache, tenant_names: dict[int, str]) -> list[int]:
+    """Bring `queue` up to date with the database; the ids of the queued jobs, in id order."""
+    ids = session.scalars(_QUEUED_IDS).all()
+    new = [job_id for job_id in ids if job_id not in queue.requests]
+    if new:  # mostly the newest jobs; a requeued job (an old id) makes this one read longer
+        # One pass of plain rows, unpacking each as a tuple: ORM objects and a Row's attribute
+        # access cost several times more than the rest here.
+        for (job_id, tenant_id, created_at, cpu_milli, memory_mib, gpu_milli, partition, priority, time_limit_s, gang,
+             queue_position, pending_reasons, kind) in session.execute(_QUEUED_FROM, {"first_id": new[0]}):
+            if job_id in queue.requests:
+                continue
+            queue.requests[job_id] = JobRequest(
+                job_id=job_id, tenant=tenant_names[tenant_id], submit_time=_epoch(created_at), cpu_milli=cpu_milli,
+                memory_mib=memory_mib, gpu_milli=gpu_milli,
+                partition=services.request_partition(kind, partition or None),  # services: flagged nodes
+                priority=priority, time_limit_s=time_limit_s, nodes=gang)
+            queue.seen[job_id] = (queue_position, tuple(pending_reasons or ()))
+    for job_id in queue.requests.keys() - set(ids):  # left the queue: started, halted, deleted
+        del queue.requests[job_id]
+        queue.seen.pop(job_id, None)
+    return [job_id for job_id in ids if job_id in queue.requests]
+
+
 def _usage_spans(session: Session, tenant_names: dict[int, str], now: float):
     since = datetime.fromtimestamp(now - USAGE_WINDOW_S, timezone.utc).replace(tzinfo=None)
     rows = session.execute(
@@ -72,7 +121,9 @@ def _usage_spans(session: Session, tenant_names: dict[int, str], now: float):
         yield tenant_names[tenant_id], gpus * nodes, _epoch(started), _epoch(completed) if completed else now
 
 
-def read(session: Session, now: float) -> Snapshot:
+def read(session: Session, now: float, queue: QueueCache | None = None) -> Snapshot:
+    """The cluster now; `queue`: what the previous tick kept of the queue (None: read it whole)."""
+    queue = QueueCache() if queue is None else queue
     nodes = list(session.scalars(select(Node).order_by(Node.name)))
     gpus = node_registry.gpus_of(session)
     views = tuple(
@@ -110,25 +161,11 @@ def read(session: Session, now: float) -> Snapshot:
         )
         for job in session.scalars(select(Job).where(Job.status.in_(jobs.ACTIVE)).options(selectinload(Job.parts)))
     )
-    # The queue can hold thousands of jobs: plain column rows, not ORM objects (several times faster).
-    queued = session.execute(
-        select(Job.id, Job.tenant_id, Job.created_at, Job.cpu_milli, Job.memory_mib, Job.gpu_milli, Job.partition,
-               Job.priority, Job.time_limit_s, Job.nodes, Job.queue_position, Job.pending_reasons, Job.kind)
-        .where(Job.status == JobStatus.QUEUED).order_by(Job.id)
-    )
-    # One pass, unpacking each row as a tuple: a Row's attribute access costs more than the rest here.
-    queue, pending_seen = [], {}
-    for (job_id, tenant_id, created_at, cpu_milli, memory_mib, gpu_milli, partition, priority, time_limit_s, gang,
-         queue_position, pending_reasons, kind) in queued:
-        queue.append(JobRequest(job_id=job_id, tenant=tenant_names[tenant_id], submit_time=_epoch(created_at),
-                                cpu_milli=cpu_milli, memory_mib=memory_mib, gpu_milli=gpu_milli,
-                                partition=services.request_partition(kind, partition or None),  # services: flagged nodes
-                                priority=priority, time_limit_s=time_limit_s,
-                                nodes=gang))
-        pending_seen[job_id] = (queue_position, tuple(pending_reasons or ()))
+    queue_ids = _read_queue(session, queue, tenant_names)
     usage = decayed_usage(list(_usage_spans(session, tenant_names, now)), now)
-    state = ClusterState(now=now, nodes=views, running=running, queue=tuple(queue), quotas=quotas, usage=usage)
-    return Snapshot(state=state, node_ids={node.name: node.id for node in nodes}, pending_seen=pending_seen)
+    state = ClusterState(now=now, nodes=views, running=running, queue=tuple(queue.requests[i] for i in queue_ids),
+                         quotas=quotas, usage=usage)
+    return Snapshot(state=state, node_ids={node.name: node.id for node in nodes}, pending_seen=queue.seen)
 
 
 def _gpus_fit(session: Session, node_id: int, part: AllocatedPart) -> bool:
@@ -171,7 +208,8 @@ def apply(session: Session, snapshot: Snapshot, plan: Plan, moves_at_once: int |
     A job that only moved in the queue (one ahead of it started, or a more urgent one came) keeps
     its stored position when there are more than `moves_at_once` such moves (None: no limit): every
     job behind a start moves, and writing each move would rewrite a long queue every tick. The
-    caller writes them all now and then; a new job's first position and new reasons go at once."""
+    caller writes them all now and then; a new job's first position and new reasons go at once.
+    What it writes goes into `snapshot.pending_seen` (the QueueCache's) too."""
     started = []
     for placement in plan.placements:
         savepoint = session.begin_nested()
@@ -201,4 +239,5 @@ def apply(session: Session, snapshot: Snapshot, plan: Plan, moves_at_once: int |
             .values(queue_position=bindparam("position"), pending_reasons=bindparam("reasons")),
             changed,
         )
+        snapshot.pending_seen.update((row["pending_id"], (row["position"], tuple(row["reasons"]))) for row in changed)
     return started

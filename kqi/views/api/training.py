@@ -41,9 +41,10 @@ def run_training(kind: str):
 def list_training(kind: str):
     page_no, per_page = paging(request.args)
     items, total = jobs.page(db.session, g.principal, page_no, per_page, status=request.args.get("status"),
-                             kind=kind, filters=request.args)
-    starred = runs.favorite_ids(db.session, g.principal, [j.id for j in items])
-    return paged([_job_dict(j, j.id in starred) for j in items], total, page_no, per_page)
+                             kind=kind, filters=request.args, collections=False)
+    ids = [j.id for j in items]
+    shown, starred = jobs.shown_on(db.session, ids), runs.favorite_ids(db.session, g.principal, ids)
+    return paged([_job_dict(j, j.id in starred, shown) for j in items], total, page_no, per_page)
 
 
 @kind_route(blueprint, "/<int:job_id>")
@@ -114,11 +115,12 @@ def _job(job_id: int, kind: str):
     return jobs.get(db.session, g.principal, job_id, lookup_kind(kind))
 
 
-def _job_dict(job, favorite: bool | None = None) -> dict:
-    """The job's JSON with the caller's star (a list passes it for the whole page at once)."""
+def _job_dict(job, favorite: bool | None = None, shown: jobs.Shown | None = None) -> dict:
+    """The job's JSON with the caller's star (a list passes it, and the collections, for the whole
+    page at once)."""
     if favorite is None:
         favorite = job.id in runs.favorite_ids(db.session, g.principal, [job.id])
-    return {**jobs.as_dict(job), "favorite": favorite}
+    return {**jobs.as_dict(job, shown), "favorite": favorite}
 
 
 def _ctx():
