@@ -202,6 +202,22 @@ class Recorder:
             self.samples[kind].append(seconds)
 
 
+REFERENCE_LOOP = 3_000_000
+
+
+def reference_ms() -> float:
+    """A fixed piece of pure Python, best of 3, while the server idles: a VM's speed drifts with its
+    neighbours (twice as slow within an hour on the development machine), so two runs compare only
+    beside this figure."""
+    best = float("inf")
+    for _ in range(3):
+        begin, total = time.perf_counter(), 0
+        for i in range(REFERENCE_LOOP):
+            total += i
+        best = min(best, time.perf_counter() - begin)
+    return best * 1000
+
+
 def think_times(index: int, jobs: int, pace_s: float) -> list[float]:
     """A client's pause before its first round, then after each round: a fixed pace would march all
     clients in step, 200 submits landing in the same instant every round, which no user base does."""
@@ -395,6 +411,7 @@ def run(kind: str, clients: int, jobs: int, seed_count: int, deadline_s: float, 
         if seed_count and scheduler:
             settled(base, admin_token)
         tokens = make_users(base, admin_token)
+        reference = reference_ms()
         rec = Recorder()
         load_before, cpu_before = os.getloadavg()[0], server_cpu_s()
         deadline = time.monotonic() + deadline_s
@@ -405,7 +422,7 @@ def run(kind: str, clients: int, jobs: int, seed_count: int, deadline_s: float, 
         elapsed = time.perf_counter() - begin
         load_after, server_cpu = os.getloadavg()[0], server_cpu_s() - cpu_before
         checked = check(instance, url, rec.submitted)
-    figures = {"db": kind, "clients": clients, "jobs_each": jobs, "pace_s": pace_s, "scheduler": scheduler, "elapsed_s": elapsed,
+    figures = {"db": kind, "reference_ms": reference, "clients": clients, "jobs_each": jobs, "pace_s": pace_s, "scheduler": scheduler, "elapsed_s": elapsed,
                "load_avg": (load_before, load_after), "server_cpu_s": server_cpu, "errors": rec.errors,
                "submitted": len(rec.submitted), "submit_per_s": len(rec.submitted) / elapsed, **checked}
     for name, samples in rec.samples.items():
@@ -426,6 +443,7 @@ def report(f: dict) -> None:
           f"({f['pace_s'] / 2:g} to {f['pace_s'] * 3 / 2:g} s) between rounds, scheduler {'on' if f['scheduler'] else 'off'}, "
           f"{len(f['nodes'])} nodes, {f['jobs_in_db']} jobs in the database at the end; load average "
           f"{f['load_avg'][0]:.1f} before, {f['load_avg'][1]:.1f} after ({os.cpu_count()} cores)")
+    print(f"  machine speed: a reference loop of pure Python took {f['reference_ms']:.0f} ms before the clients started")
     print(f"  {f['submitted']} submitted in {f['elapsed_s']:.1f} s = {f['submit_per_s']:.0f} submits/s; "
           f"lost {f['lost']}, twice {f['duplicates']}, stored but unanswered (client timeout) {f['unexpected']}; "
           f"{f['ran_on_nodes']} ran on the nodes ({f['completed']} completed), each holding its node "

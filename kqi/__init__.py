@@ -116,6 +116,7 @@ def ping(dbapi_connection) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("SELECT 1")
     cursor.close()
+    dbapi_connection.rollback()  # no transaction left open: a read may switch the connection to autocommit
 
 
 @event.listens_for(Engine, "connect")

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
     "port": 5000,
-    "web_threads": 16,  # requests served at once (in each web process); the database pool keeps a connection for each
+    "web_threads": 6,  # requests served at once (in each web process); the database pool keeps a connection for each
     "web_processes": 2,  # HTTP served by this many worker processes beside the scheduler's; 1: all in one process
     "instance": "instance",  # database, stored files, generated secrets
     "database_url": "",  # empty: SQLite in the instance folder

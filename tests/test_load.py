@@ -187,6 +187,38 @@ def test_the_pool_keeps_a_connection_for_every_web_thread(app):
     assert engine.pool.size() == threads + 4
 
 
+def test_a_list_and_a_poll_read_without_a_transaction_on_postgresql_and_a_submit_writes_in_one(app, factory):
+    """No BEGIN and no ROLLBACK for the hottest reads on PostgreSQL (two round trips of a list's
+    seven); a write keeps its transaction, on the same pooled connection right after. SQLite keeps
+    one transaction per request (a snapshot across its statements)."""
+    api = factory.api()
+    job_id = api.post("/api/v1/training/run", json={**BODY, "name": "polled"}).get_json()["id"]
+    with app.app_context():
+        engine, postgres = db.engine, db.engine.dialect.name == "postgresql"
+
+    def autocommit_of_each_statement(call):
+        seen, here = [], threading.get_ident()  # this thread's: the audit log's writer has its own
+
+        def record(connection, *_args):
+            dbapi = connection.connection.dbapi_connection
+            if threading.get_ident() == here:
+                seen.append(dbapi.autocommit if postgres else dbapi.isolation_level is None)
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            assert call().status_code in (200, 201)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        return set(seen)
+
+    assert autocommit_of_each_statement(lambda: api.get("/api/v1/training?per_page=5")) == {postgres}
+    assert autocommit_of_each_statement(lambda: api.get(f"/api/v1/training/{job_id}")) == {postgres}
+    assert autocommit_of_each_statement(lambda: api.get("/api/v1/inference")) == {postgres}
+    assert autocommit_of_each_statement(
+        lambda: api.post("/api/v1/training/run", json={**BODY, "name": "written"})) == {False}
+    assert autocommit_of_each_statement(lambda: api.get(f"/api/v1/training/{job_id}/timeline")) == {False}
+
+
 _real_ping = kqi.ping
 
 
@@ -204,6 +236,13 @@ def test_a_connection_idle_a_while_is_checked_before_use_and_one_in_steady_use_i
             assert connection.scalar(select(1)) == 1
     assert pings == []  # each found the connection the one before had just given back
     postgres = engine.dialect.name == "postgresql"
+    time.sleep(0.6)
+    # Checked, then switched to autocommit as a list does (READS_WITHOUT_TRANSACTION): a check that
+    # left its transaction open would make that switch fail.
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        assert connection.scalar(select(1)) == 1
+    assert len(pings) == (1 if postgres else 0)
     if postgres:
         import psycopg
 
@@ -214,7 +253,7 @@ def test_a_connection_idle_a_while_is_checked_before_use_and_one_in_steady_use_i
     time.sleep(0.6)
     with engine.connect() as connection:  # without the check: psycopg's AdminShutdown here
         assert connection.scalar(select(1)) == 1
-    assert len(pings) == (1 if postgres else 0)
+    assert len(pings) == (2 if postgres else 0)
 
 
 class _Clock:
