@@ -19,13 +19,14 @@ BODY = {"image": "busybox", "command": "true", "cpu": 0.1, "memory_gb": 0.1}
 
 
 @contextlib.contextmanager
-def counted(app):
-    """The number of SQL statements this thread sends while the block runs (the test client serves
-    the request in it; the audit log's writer thread flushes whenever it likes): [count]."""
+def counted(app, where=lambda _statement: True):
+    """The number of SQL statements (those `where` accepts) this thread sends while the block runs
+    (the test client serves the request in it; the audit log's writer thread flushes whenever it
+    likes): [count]."""
     statements, here = [0], threading.get_ident()
 
-    def count(*_args):
-        if threading.get_ident() == here:
+    def count(_connection, _cursor, statement, *_args):
+        if threading.get_ident() == here and where(statement):
             statements[0] += 1
 
     with app.app_context():

@@ -3,36 +3,21 @@ what it plans from must equal what a whole read would give, whatever happened to
 tick that fails or a lease that changed hands starts it afresh."""
 from __future__ import annotations
 
-import contextlib
 import time
-
-from sqlalchemy import event
 
 from kqi import jobs
 from kqi.extensions import db
 from kqi.models import JobStatus, Node
 from kqi.scheduler import snapshot
 from kqi.scheduler.plan import plan
+from tests.test_load import counted
 
 BODY = {"image": "busybox", "command": "true", "cpu": 1, "memory_gb": 1}
 
 
-@contextlib.contextmanager
-def queue_rows_read(app):
-    """How many times the block read queued jobs' whole rows (snapshot._QUEUED_FROM): [count]."""
-    reads = [0]
-
-    def count(_conn, _cursor, statement, *_args):
-        if "pending_reasons" in statement and "jobs.id >=" in statement:
-            reads[0] += 1
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield reads
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+def _reads_queue_rows(statement: str) -> bool:
+    """snapshot._QUEUED_FROM: queued jobs' whole rows (the ids-only read has no reasons column)."""
+    return "pending_reasons" in statement and "jobs.id >=" in statement
 
 
 def _tick(app, queue: snapshot.QueueCache) -> tuple[snapshot.Snapshot, list[int]]:
@@ -80,7 +65,7 @@ def test_an_unchanged_queue_costs_no_row_reads_and_a_new_job_costs_one(app, fact
     queue = snapshot.QueueCache()
 
     def read():
-        with queue_rows_read(app) as reads, app.app_context():
+        with counted(app, _reads_queue_rows) as reads, app.app_context():
             return len(snapshot.read(db.session, now=time.time(), queue=queue).state.queue), reads[0]
 
     assert read() == (3, 1)
