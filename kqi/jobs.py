@@ -248,13 +248,15 @@ _SHOWN_ON = union_all(
 
 
 def shown_on(session: Session, job_ids: list[int]) -> Shown:
+    """The parts, parents and tags of a page's jobs, in one statement."""
     shown = Shown({}, {}, {})
     if not job_ids:
         return shown
+    # sorted by kind, job, then rank (parts), position (parents) or the tag itself
     rows = sorted(session.execute(_SHOWN_ON, {"ids": job_ids}).all(), key=lambda row: row[:3] + (row[4] or "",))
-    for what, job_id, _order, number, text, gpu_indices in rows:
+    for what, job_id, order, number, text, gpu_indices in rows:
         if what == _PARTS:
-            shown.parts.setdefault(job_id, []).append({"rank": _order, "node": text, "gpu_indices": list(gpu_indices or [])})
+            shown.parts.setdefault(job_id, []).append({"rank": order, "node": text, "gpu_indices": list(gpu_indices or [])})
         elif what == _PARENTS:
             shown.parent_ids.setdefault(job_id, []).append(number)
         else:
