@@ -16,9 +16,9 @@ from kqi.storage import JobFiles
 from kqi import validation as v
 from kqi.accounts import Principal
 from kqi.errors import Conflict, NotFound, ServiceError
-from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, utcnow
+from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, User, utcnow
 from kqi.models_data import JobParent
-from kqi.models_runs import JobTag
+from kqi.models_runs import JobFavorite, JobTag
 from kqi.models_preprocessing import PreprocessingRun
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,29}$")
@@ -120,10 +120,13 @@ _COLLECTIONS = (selectinload(Job.parts).joinedload(JobPart.node), selectinload(J
 
 
 def _count_and_page(query, collections: bool):
-    """The statements counting `query`'s jobs and reading one page of them, newest first."""
+    """The statements reading one page of `query`'s jobs, newest first, each row with the count of
+    them all (an uncorrelated subquery, computed once: no second round trip), and counting them
+    alone (for a page past the end, which has no row to carry the count)."""
     options = _IN_ROW + _COLLECTIONS if collections else _IN_ROW
-    return (select(func.count()).select_from(query.subquery()),
-            query.options(*options).order_by(Job.id.desc()).offset(bindparam("offset")).limit(bindparam("limit")))
+    count = select(func.count()).select_from(query.subquery())
+    return (count, query.add_columns(count.scalar_subquery()).options(*options).order_by(Job.id.desc())
+            .offset(bindparam("offset")).limit(bindparam("limit")))
 
 
 _UNFILTERED = {collections: _count_and_page(_OF_KIND, collections) for collections in (True, False)}
@@ -144,9 +147,11 @@ def page(session: Session, principal: Principal, page_no: int, per_page: int, st
         query = runs.filter_query(query, principal, filters)
     count, rows = _UNFILTERED[collections] if query is _OF_KIND else _count_and_page(query, collections)
     params = {"tenant_id": principal.tenant.id, "kind": kind}
-    total = session.scalar(count, params)
-    jobs = session.scalars(rows, {**params, "offset": (page_no - 1) * per_page, "limit": per_page})
-    return list(jobs), total
+    offset = (page_no - 1) * per_page
+    found = session.execute(rows, {**params, "offset": offset, "limit": per_page}).all()
+    if found:
+        return [job for job, _ in found], found[0][1]
+    return [], 0 if offset == 0 else session.scalar(count, params)
 
 
 def request_halt(session: Session, principal: Principal, job_id: int) -> Job:
@@ -219,48 +224,56 @@ def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatu
 
 @dataclass(frozen=True)
 class Shown:
-    """What as_dict shows of jobs' parts, parents and tags, by job id. A list reads it for its page in
-    one statement of plain rows (shown_on): loading them as ORM collections cost more than the
-    whole rest of a list request."""
+    """What the API shows of jobs' parts, parents and tags, and which of them the caller starred, by
+    job id. A list reads it for its page in one statement of plain rows (shown_on): loading them as
+    ORM collections cost more than the whole rest of a list request."""
 
     parts: dict[int, list[dict[str, Any]]]  # {"rank", "node", "gpu_indices"}, by rank
     parent_ids: dict[int, list[int]]  # in the order given at submit
     tags: dict[int, list[str]]  # sorted
+    starred: set[int]
 
     @classmethod
     def of(cls, job: Job) -> Shown:
-        """From the job's own collections (one job read on its own)."""
+        """From the job's own collections (a job just submitted: starred by nobody yet)."""
         parts = [{"rank": p.rank, "node": p.node.name, "gpu_indices": list(p.gpu_indices)} for p in job.parts]
         return cls({job.id: parts}, {job.id: [link.parent_id for link in job.parent_links]},
-                   {job.id: [row.tag for row in job.tag_rows]})
+                   {job.id: [row.tag for row in job.tag_rows]}, set())
 
 
-_PARTS, _PARENTS, _TAGS = 0, 1, 2
-# One statement for the three collections: (what, job id, order, number, text, GPU indices).
+_PARTS, _PARENTS, _TAGS, _STARRED = 0, 1, 2, 3
+_IDS = bindparam("ids", expanding=True)
+# One statement for the three collections and the stars: (what, job id, order, number, text, GPU indices).
 _SHOWN_ON = union_all(
     select(literal_column(str(_PARTS), Integer), JobPart.job_id, JobPart.rank, null(), Node.name, JobPart.gpu_indices)
-    .join(Node, Node.id == JobPart.node_id).where(JobPart.job_id.in_(bindparam("ids", expanding=True))),
+    .join(Node, Node.id == JobPart.node_id).where(JobPart.job_id.in_(_IDS)),
     select(literal_column(str(_PARENTS), Integer), JobParent.job_id, JobParent.position, JobParent.parent_id, null(), null())
-    .where(JobParent.job_id.in_(bindparam("ids", expanding=True))),
+    .where(JobParent.job_id.in_(_IDS)),
     select(literal_column(str(_TAGS), Integer), JobTag.job_id, literal_column("0", Integer), null(), JobTag.tag, null())
-    .where(JobTag.job_id.in_(bindparam("ids", expanding=True))),
+    .where(JobTag.job_id.in_(_IDS)),
+    select(literal_column(str(_STARRED), Integer), JobFavorite.job_id, literal_column("0", Integer), null(), null(), null())
+    .where(JobFavorite.user_id == bindparam("user_id"), JobFavorite.job_id.in_(_IDS)),
 )
 
 
-def shown_on(session: Session, job_ids: list[int]) -> Shown:
-    """The parts, parents and tags of a page's jobs, in one statement."""
-    shown = Shown({}, {}, {})
+def shown_on(session: Session, job_ids: list[int], starred_by: User) -> Shown:
+    """The parts, parents and tags of these jobs, and which of them `starred_by` starred, in one
+    statement."""
+    shown = Shown({}, {}, {}, set())
     if not job_ids:
         return shown
     # sorted by kind, job, then rank (parts), position (parents) or the tag itself
-    rows = sorted(session.execute(_SHOWN_ON, {"ids": job_ids}).all(), key=lambda row: row[:3] + (row[4] or "",))
+    rows = sorted(session.execute(_SHOWN_ON, {"ids": job_ids, "user_id": starred_by.id}).all(),
+                  key=lambda row: row[:3] + (row[4] or "",))
     for what, job_id, order, number, text, gpu_indices in rows:
         if what == _PARTS:
             shown.parts.setdefault(job_id, []).append({"rank": order, "node": text, "gpu_indices": list(gpu_indices or [])})
         elif what == _PARENTS:
             shown.parent_ids.setdefault(job_id, []).append(number)
-        else:
+        elif what == _TAGS:
             shown.tags.setdefault(job_id, []).append(text)
+        else:
+            shown.starred.add(job_id)
     return shown
 
 

@@ -148,7 +148,13 @@ def test_list_is_paged_newest_first_with_total(app, factory):
     assert first["total"] == 5 and first["page"] == 1 and first["per_page"] == 2
     assert [j["id"] for j in first["items"]] == ids[::-1][:2]
     last = api.get("/api/v1/training?per_page=2&page=3").get_json()
-    assert [j["id"] for j in last["items"]] == [ids[0]]
+    assert [j["id"] for j in last["items"]] == [ids[0]] and last["total"] == 5
+    # a page past the end has no row to carry the count: it is counted on its own
+    beyond = api.get("/api/v1/training?per_page=2&page=4").get_json()
+    assert beyond["items"] == [] and beyond["total"] == 5
+    assert api.get("/api/v1/training?per_page=2&page=4&status=Running").get_json()["total"] == 0
+    filtered = api.get("/api/v1/training?per_page=2&page=2&name=job-").get_json()
+    assert filtered["total"] == 5 and [j["id"] for j in filtered["items"]] == ids[::-1][2:4]
     assert api.get("/api/v1/training?per_page=0").status_code == 400
     assert api.get("/api/v1/training?status=Nope").get_json()["error"]["field"] == "status"
     assert api.get("/api/v1/training?status=Queued").get_json()["total"] == 5

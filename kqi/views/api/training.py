@@ -31,10 +31,10 @@ from kqi.views.kinds import kind_route, lookup_kind
 @kind_route(blueprint, "/run", methods=("POST",))
 def run_training(kind: str):
     job = jobs.submit(db.session, g.principal, json_body(), kind=kind)
-    shown = _job_dict(job, favorite=False)  # before the commit expires the job: nothing to read back
+    answer = _job_dict(job, jobs.Shown.of(job))  # before the commit expires the job: nothing to read back
     db.session.commit()
     scheduler().wake()
-    return created(shown, url_for(f"api.get_{kind}", job_id=shown["id"]))
+    return created(answer, url_for(f"api.get_{kind}", job_id=answer["id"]))
 
 
 @kind_route(blueprint, "")
@@ -42,9 +42,8 @@ def list_training(kind: str):
     page_no, per_page = paging(request.args)
     items, total = jobs.page(db.session, g.principal, page_no, per_page, status=request.args.get("status"),
                              kind=kind, filters=request.args, collections=False)
-    ids = [j.id for j in items]
-    shown, starred = jobs.shown_on(db.session, ids), runs.favorite_ids(db.session, g.principal, ids)
-    return paged([_job_dict(j, j.id in starred, shown) for j in items], total, page_no, per_page)
+    shown = jobs.shown_on(db.session, [j.id for j in items], g.principal.user)
+    return paged([_job_dict(j, shown) for j in items], total, page_no, per_page)
 
 
 @kind_route(blueprint, "/<int:job_id>")
@@ -115,12 +114,12 @@ def _job(job_id: int, kind: str):
     return jobs.get(db.session, g.principal, job_id, lookup_kind(kind))
 
 
-def _job_dict(job, favorite: bool | None = None, shown: jobs.Shown | None = None) -> dict:
-    """The job's JSON with the caller's star (a list passes it, and the collections, for the whole
-    page at once)."""
-    if favorite is None:
-        favorite = job.id in runs.favorite_ids(db.session, g.principal, [job.id])
-    return {**jobs.as_dict(job, shown), "favorite": favorite}
+def _job_dict(job, shown: jobs.Shown | None = None) -> dict:
+    """The job's JSON with the caller's star (a list reads them, and the parts, parents and tags,
+    for its whole page at once)."""
+    if shown is None:
+        shown = jobs.shown_on(db.session, [job.id], g.principal.user)
+    return {**jobs.as_dict(job, shown), "favorite": job.id in shown.starred}
 
 
 def _ctx():
