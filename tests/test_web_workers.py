@@ -3,6 +3,7 @@ processes on the same port (kqi/web_workers.py). Real processes, real sockets, S
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -77,7 +78,7 @@ def _token(base: str) -> dict:
 
 
 def test_workers_serve_and_a_submit_wakes_the_scheduling_process(site):
-    start, base, _log = site
+    start, base, log = site
     server = start()
     workers = _children(server.pid)
     assert len(workers) == 2 and server.pid not in workers
@@ -99,6 +100,9 @@ def test_workers_serve_and_a_submit_wakes_the_scheduling_process(site):
     base_nice = os.getpriority(os.PRIO_PROCESS, 0)
     assert max(_thread_nices(server.pid)) == max(base_nice, 10)
     assert {nice for worker in workers for nice in _thread_nices(worker)} == {base_nice}
+    # Each process put its start-up objects out of the garbage collector's sight before serving.
+    frozen = re.findall(r"serving: (\d+) start-up objects frozen", log.read_text())
+    assert len(frozen) == 3 and min(int(count) for count in frozen) > 50_000, frozen
 
 
 def _thread_nices(pid: int) -> list[int]:
