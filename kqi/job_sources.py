@@ -55,13 +55,15 @@ def attach(session: Session, principal: Principal, job: Job, body: dict[str, Any
     if not isinstance(pull, bool):
         raise ServiceError("pull must be true or false", field="pull")
     source.pull = pull
+    links = []
     for position, parent_id in enumerate(_parent_ids(body.get("parent_ids"))):
         parent = session.scalar(select(Job).where(Job.id == parent_id, Job.tenant_id == principal.tenant.id))
         if parent is None or parent.id == job.id:
             raise ServiceError(f"parent job {parent_id} not found", field="parent_ids")
         if not parent.status.finished:
             raise ServiceError(f"parent job {parent_id} has not ended yet ({parent.status.value})", field="parent_ids")
-        session.add(JobParent(job_id=job.id, parent_id=parent.id, position=position))
+        links.append(JobParent(job_id=job.id, parent_id=parent.id, position=position))
+    session.add_all(links)
     if body.get("dataset_id") is not None:
         dataset = datasets.lock_for_job(session, principal, body["dataset_id"])
         source.dataset_id, source.dataset_hash = dataset.id, dataset.content_hash
@@ -71,7 +73,9 @@ def attach(session: Session, principal: Principal, job: Job, body: dict[str, Any
         source.git_repository, source.git_branch, source.git_commit = pinned["repository"], pinned["branch"], pinned["commit"]
     session.add(source)
     session.flush()
-    set_committed_value(job, "source", source)  # the new job's JSON then reads it without a query
+    # the new job's JSON then reads its sources and parents without a query
+    set_committed_value(job, "source", source)
+    set_committed_value(job, "parent_links", links)
     return source
 
 
