@@ -179,3 +179,29 @@ def test_a_run_with_nothing_to_make_data_from_fails_with_the_reason(app, factory
     assert api.get("/api/v1/data").get_json()["total"] == 1
     # failed: the data item may be run again
     assert api.post(f"/api/v1/preprocessings/{definition['id']}/run", json={"data_ids": [source]}).status_code == 201
+
+
+def test_a_page_of_history_costs_the_same_statements_for_1_or_5_entries(app, factory):
+    """Each entry shows its job, submitter, input, node and outputs: read for the whole page."""
+    from tests.test_load import counted
+
+    api = factory.api()
+    sources = data_ids(api, 5)
+    definition = define(api)
+    url = f"/api/v1/preprocessings/{definition['id']}/histories"
+
+    def page():
+        with counted(app) as statements:
+            answer = api.get(url)
+        assert answer.status_code == 200
+        return answer.get_json()["items"], statements[0]
+
+    [first] = api.post(f"/api/v1/preprocessings/{definition['id']}/run", json={"data_ids": sources[:1]}).get_json()["items"]
+    _complete(app, first["id"], {"cropped/a.txt": b"A"})
+    one, statements_for_one = page()
+    assert one[0]["outputs"][0]["name"] == "cropped"
+    assert api.post(f"/api/v1/preprocessings/{definition['id']}/run", json={"data_ids": sources[1:]}).status_code == 201
+    five, statements_for_five = page()
+    assert len(five) == 5 and statements_for_five == statements_for_one
+    assert five[-1] == one[0] == api.get(f"{url}/{first['id']}").get_json()
+    assert [entry["data"]["id"] for entry in five] == sources[::-1]
