@@ -235,7 +235,8 @@ class Shown:
 
     @classmethod
     def of(cls, job: Job) -> Shown:
-        """From the job's own collections (a job just submitted: starred by nobody yet)."""
+        """From the job's own collections, stars left out (a job read on its own; the API's views
+        read the caller's star with shown_on, and a job just submitted has none)."""
         parts = [{"rank": p.rank, "node": p.node.name, "gpu_indices": list(p.gpu_indices)} for p in job.parts]
         return cls({job.id: parts}, {job.id: [link.parent_id for link in job.parent_links]},
                    {job.id: [row.tag for row in job.tag_rows]}, set())

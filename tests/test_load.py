@@ -191,9 +191,9 @@ def test_the_pool_keeps_a_connection_for_every_web_thread(app):
 
 
 def test_a_list_and_a_poll_read_without_a_transaction_on_postgresql_and_a_submit_writes_in_one(app, factory):
-    """No BEGIN and no ROLLBACK for the hottest reads on PostgreSQL (two round trips of a list's
-    seven); a write keeps its transaction, on the same pooled connection right after. SQLite keeps
-    one transaction per request (a snapshot across its statements)."""
+    """No BEGIN and no ROLLBACK for the hottest reads on PostgreSQL (two round trips on top of a
+    list's three statements); a write keeps its transaction, on the same pooled connection right
+    after. SQLite keeps one transaction per request (a snapshot across its statements)."""
     api = factory.api()
     job_id = api.post("/api/v1/training/run", json={**BODY, "name": "polled"}).get_json()["id"]
     with app.app_context():

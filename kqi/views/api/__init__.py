@@ -21,8 +21,8 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(blueprint)  # bearer tokens, never cookies: nothing for a forged request to ride on
 PUBLIC = {"api.login"}
 # What pollers ask for most: a page of jobs and one job. On PostgreSQL they read without a transaction:
-# no BEGIN and no ROLLBACK, two round trips of a list's seven. They write nothing, and under READ
-# COMMITTED each statement takes its own snapshot inside a transaction too, so they read the same.
+# no BEGIN and no ROLLBACK, two round trips on top of their three statements. They write nothing, and
+# under READ COMMITTED each statement takes its own snapshot inside a transaction too: they read the same.
 READS_WITHOUT_TRANSACTION = frozenset(f"api.{view}_{kind}" for kind in KINDS for view in ("list", "get"))
 
 
