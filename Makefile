@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench sim clean
+.PHONY: run test lint bench sim clean
 
 $(VENV)/bin/activate:
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { apt-get update -q && apt-get install -y -q python3-venv python3-pip; }
@@ -23,9 +23,14 @@ $(VENV)/.dev-deps: requirements.txt requirements-dev.txt pyproject.toml $(VENV)/
 run: $(VENV)/.run-deps
 	$(PY) kqi_app.py run
 
-test: $(VENV)/.dev-deps
+test: $(VENV)/.dev-deps lint
 	bash scripts/test-deps.sh
 	$(PY) -m pytest
+
+# ruff, and the import contracts (layers, a pure scheduler core, no Flask in the domain, no cycles)
+lint: $(VENV)/.dev-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.dev-deps
 	bash scripts/test-deps.sh

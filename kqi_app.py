@@ -25,7 +25,7 @@ def migrate(app) -> None:
 
 
 def create_admin(app) -> None:
-    from kqi import accounts
+    from kqi.accounts import auth as accounts
     from kqi.extensions import db
 
     with app.app_context():
@@ -38,7 +38,7 @@ def create_admin(app) -> None:
 
 
 def register_local_node(app) -> None:
-    from kqi import node_registry
+    from kqi.cluster import registry as node_registry
     from kqi.extensions import db
 
     with app.app_context():

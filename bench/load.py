@@ -373,7 +373,7 @@ def holds_of_run(session) -> tuple[list[Hold], dict[str, tuple[int, int, int]]]:
     from sqlalchemy import select
 
     from kqi.models import Job, JobPart, Node
-    from kqi.models_runs import JobEvent
+    from kqi.models.runs import JobEvent
 
     events: dict[int, list] = defaultdict(list)
     for job_id, status, at in session.execute(

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
@@ -95,7 +95,7 @@ def kqi_process(settings: dict[str, str] | None = None):
 def kqi_sample(base: str, token: str, index: int) -> float:
     headers = {"Authorization": f"Bearer {token}"}
     body = {"name": f"bench-{index}", "image": IMAGE, "command": COMMAND, "cpu": 0.1, "memory_gb": 0.0625}
-    submitted = datetime.now(timezone.utc)
+    submitted = datetime.now(UTC)
     job = requests.post(f"{base}/api/v1/training/run", json=body, headers=headers, timeout=30).json()
     deadline = time.monotonic() + 60
     while job["started_at"] is None:

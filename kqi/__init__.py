@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import event, exc
@@ -61,6 +62,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
+    import kqi.kinds  # noqa: F401  (registers every job kind)
     from kqi.views import register_views
 
     register_views(app)
@@ -135,7 +137,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 def shutdown(app: Flask) -> None:
     """Stop what runs beside the web server: the scheduler loop, then the audit log's last rows."""
-    from kqi import audit
+    from kqi.admin import audit
 
     app.extensions["kqi_scheduler"].shutdown()
     audit.buffer_of(app).close()

@@ -1,8 +1,6 @@
 """The one error type services raise for bad requests, and the one JSON shape it becomes."""
 from __future__ import annotations
 
-from flask import jsonify
-
 
 class ServiceError(Exception):
     """A request that cannot be carried out, with what a user needs to correct it."""
@@ -30,9 +28,3 @@ class Conflict(ServiceError):
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message, field=field, code="conflict")
-
-
-def error_response(status: int, code: str, message: str, field: str | None = None):
-    response = jsonify({"error": {"code": code, "message": message, "field": field}})
-    response.status_code = status
-    return response

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping
+import shlex
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from kqi.errors import ServiceError
 
@@ -104,7 +106,7 @@ def moment(args: Mapping[str, Any], field: str, *, end_of_day: bool = False) -> 
     except ValueError:
         raise ServiceError(f"{field} must be a date or time (ISO 8601)", field=field) from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed + timedelta(days=1, microseconds=-1) if end_of_day and len(str(value)) == 10 else parsed
 
 
@@ -112,3 +114,27 @@ def paging(args: Mapping[str, Any], *, max_per_page: int = 100) -> tuple[int, in
     page = number(args, "page", minimum=1, maximum=1_000_000, integer=True, default=1)
     per_page = number(args, "per_page", minimum=1, maximum=max_per_page, integer=True, default=20)
     return page, per_page
+
+
+# Shared by every kind's submit and the site's defaults
+IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+MAX_CPU, MAX_MEMORY_GB, MAX_GPU = 1024, 16384, 64
+PLACEHOLDERS = ("{port}", "{token}")  # what a site's service command template may name
+
+
+def command_template(template: str, field: str) -> list[str]:
+    """Split a site's command template into argv (shell quoting rules, no shell), checking that the
+    only placeholders are {port} and {token}."""
+    try:
+        argv = shlex.split(template)
+    except ValueError as exc:
+        raise ServiceError(f"{field}: {exc}", field=field) from None
+    if not argv:
+        raise ServiceError(f"{field} must name a program", field=field)
+    for element in argv:
+        rest = element
+        for placeholder in PLACEHOLDERS:
+            rest = rest.replace(placeholder, "")
+        if "{" in rest or "}" in rest:
+            raise ServiceError(f"{field}: the only placeholders are {' and '.join(PLACEHOLDERS)}", field=field)
+    return argv

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 import click
 import requests

@@ -483,8 +483,8 @@ def dataset_delete(ctx: Context, dataset_id: int):
     ctx.show({"deleted": dataset_id}, lambda v: click.echo(f"deleted {dataset_id}"))
 
 
-from kqi_cli import notebooks  # noqa: E402,F401  (`kqi notebook ...`, registered on `cli`)
-from kqi_cli import preprocessing  # noqa: E402,F401  (`kqi preprocessing ...`, registered on `cli`)
+# The other verbs' modules register their groups on `cli`; they import it from here, so they come last.
+from kqi_cli import notebooks, preprocessing  # noqa: E402,F401,I001
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ class LiveServer:
         except OSError:  # closed under it at the end
             pass
 
-    def start(self) -> "LiveServer":
+    def start(self) -> LiveServer:
         self._thread.start()
         return self
 

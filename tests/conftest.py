@@ -11,7 +11,8 @@ import pytest
 from flask_migrate import upgrade
 
 import kqi
-from kqi import accounts, create_app
+from kqi import create_app
+from kqi.accounts import auth as accounts
 from kqi.extensions import db
 from kqi.models import Role
 

@@ -10,10 +10,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from kqi import job_runner, jobs
 from kqi.extensions import db
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs import runner as job_runner
 from kqi.models import Job, JobPart, JobStatus, Node, Role, utcnow
-from kqi.models_admin import AuditEvent, Notification
+from kqi.models.admin import AuditEvent, Notification
 from tests.conftest import wait_for
 
 JOB = {"image": "kqi-test/busybox:1", "command": "true", "cpu": 2, "memory_gb": 4, "gpu": 1}
@@ -76,7 +77,7 @@ def test_usage_is_recorded_when_jobs_end_and_summed_per_tenant_and_user(app, fac
 
 
 def test_usage_chart_is_an_svg_with_a_bar_per_period():
-    from kqi import accounting
+    from kqi.admin import accounting
 
     rows = [{"period": "2026-01", "tenant": "a", "gpu_hours": 2.0}, {"period": "2026-02", "tenant": "a", "gpu_hours": 4.0},
             {"period": "2026-02", "tenant": "<b>", "gpu_hours": 4.0}]
@@ -236,7 +237,7 @@ def test_job_end_notifications_reach_a_webhook_and_an_smtp_server(app, factory, 
 
 
 def test_an_unreachable_receiver_is_retried_a_bounded_number_of_times(app, factory):
-    from kqi import notify
+    from kqi.admin import notify
 
     user = factory.api()
     # Port 9 (discard) on loopback is closed: the connection is refused at once.

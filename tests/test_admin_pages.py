@@ -105,7 +105,7 @@ def test_header_switches_tenant_and_managers_manage_members(sqlite_app):
     factory = Factory(sqlite_app)
     manager = browser(sqlite_app, "team-a", Role.MANAGER)
     with sqlite_app.app_context():
-        from kqi import accounts
+        from kqi.accounts import auth as accounts
 
         user = db.session.query(User).order_by(User.id.desc()).first()
         accounts.add_membership(db.session, user, accounts.get_or_create_tenant(db.session, "team-b"), Role.USER)

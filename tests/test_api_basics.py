@@ -24,7 +24,7 @@ def test_login_returns_token_tenant_and_expiry(app, factory):
 
 
 def test_login_chooses_among_tenants_and_refuses_others(app, factory):
-    from kqi import accounts
+    from kqi.accounts import auth as accounts
     from kqi.extensions import db
     from kqi.models import User
 

@@ -3,8 +3,8 @@ the sweep that finds any moment a node held more than it has."""
 from __future__ import annotations
 
 from bench.load import Hold, hold_span, holds_of_run, sweep
-from kqi import jobs
 from kqi.extensions import db
+from kqi.jobs import lifecycle as jobs
 from kqi.models import JobPart, JobStatus, Node
 
 CAPACITY = {"n0": (1000, 640, 2), "n1": (1000, 640, 2)}

@@ -69,7 +69,7 @@ def test_login_keeps_the_token_private_and_switches_tenant(kqi, live):
 
     code, out, _ = kqi("--json", "account", "get")
     assert code == 0 and json.loads(out)["tenant"]["name"] == "cli-a"
-    from kqi import accounts
+    from kqi.accounts import auth as accounts
     from kqi.models import User
 
     with live.app.app_context():

@@ -1,5 +1,5 @@
-"""The dashboard's figures (kqi/dashboard.py), the cluster samples behind its chart
-(kqi/cluster_samples.py), GET /api/v1/dashboard and the page's fragments. Rows are written
+"""The dashboard's figures (kqi/cluster/dashboard.py), the cluster samples behind its chart
+(kqi/cluster/samples.py), GET /api/v1/dashboard and the page's fragments. Rows are written
 directly with chosen times, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from kqi import accounting, accounts, charts, cluster_samples, dashboard
+from kqi import charts
+from kqi.accounts import auth as accounts
+from kqi.admin import accounting
+from kqi.cluster import dashboard
+from kqi.cluster import samples as cluster_samples
 from kqi.extensions import db
 from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, Tenant, User, utcnow
-from kqi.models_dashboard import ClusterSample
+from kqi.models.dashboard import ClusterSample
 
 NOW = datetime(2026, 11, 19, 12, 0)  # a Thursday: the week began on Monday 2026-11-16 00:00
 _names = itertools.count(1)

@@ -147,7 +147,7 @@ def test_datasets_create_edit_copy_lock_and_delete(app, factory):
 
     with app.app_context():
         from kqi.extensions import db
-        from kqi.models_data import Dataset
+        from kqi.models.data import Dataset
         db.session.get(Dataset, ds["id"]).locked = True
         db.session.commit()
     refused = call(api, "put", f"/api/v1/datasets/{ds['id']}", json={"name": "again", "entries": {"training": [d2]}})
@@ -178,9 +178,9 @@ def test_git_servers_tokens_and_registry_credentials_are_sealed_and_never_shown(
                 json={"registry_id": registry["id"], "username": "u", "password": token})
     assert cred.status_code == 200 and token not in cred.get_data(as_text=True)
     with app.app_context():
-        from kqi import registries
+        from kqi.data import registries
         from kqi.extensions import db
-        from kqi.models_data import GitToken, RegistryCredential
+        from kqi.models.data import GitToken, RegistryCredential
         stored = [db.session.query(GitToken).one().sealed_token, db.session.query(RegistryCredential).one().sealed_password]
         assert all(token not in s for s in stored)
         user_id = db.session.query(RegistryCredential).one().user_id
@@ -212,8 +212,8 @@ def test_uploads_are_bounded_by_max_upload_gb_not_by_the_request_limit(tmp_path)
 
 
 def test_parents_must_be_ended_runs_of_the_tenant_and_are_kept(app, factory):
-    from kqi import jobs
     from kqi.extensions import db
+    from kqi.jobs import lifecycle as jobs
     from kqi.models import JobStatus
 
     api = factory.api()
@@ -253,8 +253,8 @@ def test_multipart_files_larger_than_the_parser_buffer_arrive_whole(sqlite_app, 
 
 
 def test_deleting_a_run_deletes_its_attachments_blobs_unless_data_names_them(app, factory):
-    from kqi import jobs
     from kqi.extensions import db
+    from kqi.jobs import lifecycle as jobs
     from kqi.models import JobStatus
 
     api = factory.api()

@@ -52,7 +52,7 @@ def test_dataset_pages_select_data_into_areas_and_lock(sqlite_app):
 
     with sqlite_app.app_context():
         from kqi.extensions import db
-        from kqi.models_data import Dataset
+        from kqi.models.data import Dataset
         dataset = db.session.query(Dataset).one()
         dataset.locked = True
         db.session.commit()

@@ -257,7 +257,7 @@ def test_outputs_with_refused_names_are_reported_and_not_kept(cluster_busybox):
 
 
 def test_archive_members_that_escape_are_refused(tmp_path):
-    from kqi.storage import JobFiles
+    from kqi.jobs.files import JobFiles
 
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, event, select
 
 import kqi
-from kqi import jobs
 from kqi.extensions import db
+from kqi.jobs import lifecycle as jobs
 from kqi.models import ApiToken, JobStatus, Membership, User, utcnow
 
 BODY = {"image": "busybox", "command": "true", "cpu": 0.1, "memory_gb": 0.1}
@@ -72,7 +72,7 @@ def test_a_list_shows_placed_and_gang_jobs_as_their_own_pages_do(app, factory):
     """The list reads parts (node, rank, GPU indices) as plain rows, a job's own page through its
     collections: both show the same."""
     from kqi.models import Node
-    from kqi.models_nodes import NodeGpu
+    from kqi.models.nodes import NodeGpu
     from kqi.scheduler import snapshot
     from kqi.scheduler.plan import plan
 
@@ -283,7 +283,7 @@ def test_a_long_tick_woken_again_rests_three_times_as_long_before_the_next(sqlit
         service._wake.set()
 
     service.tick = slow_tick
-    began = datetime.now(timezone.utc)
+    began = datetime.now(UTC)
     try:
         service._run()
         # A wake during the rest leaves the planned tick where it is.

@@ -9,12 +9,15 @@ from datetime import timedelta
 
 import pytest
 
-from kqi import jobs, node_health, node_registry
+from kqi.backends.base import NodeError
+from kqi.backends.docker.gpus import model_label, parse_apps, parse_gpus
+from kqi.backends.registry import validate_url
+from kqi.cluster import health as node_health
+from kqi.cluster import registry as node_registry
 from kqi.extensions import db
+from kqi.jobs import lifecycle as jobs
 from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, Role, utcnow
-from kqi.models_nodes import NodeGpu
-from kqi.nodes import NodeError, validate_url
-from kqi.nodes.gpus import model_label, parse_apps, parse_gpus
+from kqi.models.nodes import NodeGpu
 from kqi.scheduler import snapshot
 from kqi.scheduler.lease import SchedulerLease
 from tests.conftest import Factory
@@ -97,7 +100,7 @@ def test_admin_settings_shape_the_schedulers_view_and_are_recorded(app, admin):
         views = {v.name: v for v in snapshot.read(db.session, now=time.time()).state.nodes}
     view = views["n1"]
     assert not view.schedulable and view.tenants == frozenset({"default"})
-    # The node flags become service labels (kqi/services.py): TensorBoard allowed here, notebooks not.
+    # The node flags become service labels (kqi/kinds/interactive.py): TensorBoard allowed here, notebooks not.
     assert view.labels == frozenset({"fast", "nvidia-h100-80gb-hbm3", "* for tensorboards", "fast for tensorboards",
                                      "nvidia-h100-80gb-hbm3 for tensorboards"})
     assert [(g.index, g.model, g.busy) for g in view.gpus] == [(0, "NVIDIA H100 80GB HBM3", False),
@@ -110,7 +113,7 @@ def test_admin_settings_shape_the_schedulers_view_and_are_recorded(app, admin):
 def _running_job(app, principal_user, node_id, requeue=False, gpu_index=0):
     """A job as the scheduler leaves it once started: Running on the node, one GPU held."""
     with app.app_context():
-        from kqi.accounts import principal_for_token
+        from kqi.accounts.auth import principal_for_token
         who = principal_for_token(db.session, principal_user.token)
         job = jobs.submit(db.session, who, {"name": "j", "image": "busybox", "command": "true", "cpu": 1,
                                             "memory_gb": 1, "gpu": 1, "requeue_on_node_loss": requeue})

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kqi import services
 from kqi.extensions import db
+from kqi.kinds import interactive as services
 from kqi.models import Job, Role
-from kqi.models_services import ServiceRun
+from kqi.models.services import ServiceRun
 from kqi.scheduler import snapshot
 from kqi.scheduler.plan import plan
 
@@ -187,7 +187,7 @@ def test_a_rerun_restores_output_writable_by_the_notebook_user(tmp_path):
     import io
     import tarfile
 
-    from kqi.storage import JobFiles
+    from kqi.jobs.files import JobFiles
 
     files = JobFiles(tmp_path, 7)
     (files.output / "nb" / "ckpt").mkdir(parents=True)

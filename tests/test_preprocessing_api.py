@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
-from kqi import jobs, preprocessing
 from kqi.extensions import db
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs.files import JobFiles
+from kqi.kinds import preprocessing
 from kqi.models import Job, JobStatus, Role
-from kqi.storage import JobFiles
 from tests.test_data_api import blobs, upload
 
 GOOD = {"name": "crop-1", "image": "kqi-test/busybox:1", "command": "sh /kqi/git/crop.sh", "cpu": 0.5,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from kqi import jobs
 from kqi.extensions import db
+from kqi.jobs import lifecycle as jobs
 from kqi.models import JobStatus, Node
 from kqi.scheduler import snapshot
 from kqi.scheduler.plan import plan

@@ -97,9 +97,9 @@ def test_private_image_is_pulled_with_the_users_credentials(tmp_path, registry):
 
 
 def test_a_pull_reports_its_progress_and_the_job_page_shows_it(tmp_path, registry):
-    from kqi.job_sources import PullProgress
-    from kqi.nodes import ContainerSpec
-    from kqi.nodes.shipping import ensure_image
+    from kqi.backends.base import ContainerSpec
+    from kqi.backends.docker.shipping import ensure_image
+    from kqi.jobs.sources import PullProgress
 
     engine, _server, image = registry
     progress = PullProgress(tmp_path, 7)

@@ -6,13 +6,13 @@ from datetime import timedelta
 
 import pytest
 
-from kqi import jobs
 from kqi.extensions import db
-from kqi.job_exec import masked
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs.files import JobFiles
+from kqi.jobs.history import read_value
+from kqi.jobs.shell import masked
 from kqi.models import Job, JobStatus, utcnow
-from kqi.models_runs import JobEvent, JobFavorite, JobTag
-from kqi.runs import read_value
-from kqi.storage import JobFiles
+from kqi.models.runs import JobEvent, JobFavorite, JobTag
 
 JOB = {"image": "kqi-test/busybox:1", "command": "true", "cpu": 0.5, "memory_gb": 0.25}
 

@@ -8,10 +8,10 @@ import docker
 import pytest
 
 import kqi
+from kqi.backends.base import Credentials
+from kqi.backends.docker.engine import DockerEngineDriver
 from kqi.extensions import db
-from kqi.models_admin import AuditEvent
-from kqi.nodes import Credentials
-from kqi.nodes.docker_engine import DockerEngineDriver
+from kqi.models.admin import AuditEvent
 from tests.conftest import make_app, wait_for
 from tests.test_training_on_engines import IMAGE, Cluster
 
@@ -83,7 +83,7 @@ def test_exec_in_a_running_job_from_the_api_refused_elsewhere_and_audited(cluste
     assert cluster.api.post(f"/api/v1/inference/{job_id}/exec", json={"command": "id"}).status_code == 404
 
     with cluster.app.app_context():
-        from kqi import audit
+        from kqi.admin import audit
         audit.buffer_of(cluster.app).write(db.session)
         targets = [e.target for e in db.session.query(AuditEvent).filter_by(action="exec").order_by(AuditEvent.id)]
     assert targets[0].startswith(f"job {job_id}: echo $TRAINING_ID; pwd;") and "API_TOKEN=****" in targets[0]

@@ -8,8 +8,11 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import func, select, text
 
 import kqi
-from kqi import accounts, create_app, jobs, runs
+from kqi import create_app
+from kqi.accounts import auth as accounts
 from kqi.extensions import db
+from kqi.jobs import history as runs
+from kqi.jobs import lifecycle as jobs
 from kqi.models import (
     GpuAllocation,
     Job,
@@ -21,10 +24,10 @@ from kqi.models import (
     User,
     utcnow,
 )
-from kqi.models_admin import NotificationPreference, UsageRecord
-from kqi.models_data import JobAttachment, JobParent, JobSource
-from kqi.models_runs import JobFavorite, JobTag
-from kqi.models_services import ServiceRun
+from kqi.models.admin import NotificationPreference, UsageRecord
+from kqi.models.data import JobAttachment, JobParent, JobSource
+from kqi.models.runs import JobFavorite, JobTag
+from kqi.models.services import ServiceRun
 from tests.test_accounting_audit import run_for, submit
 
 

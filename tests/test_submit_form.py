@@ -7,11 +7,14 @@ import re
 import subprocess
 from html import unescape
 
-from kqi import availability, gitsource, job_sources, jobs
-from kqi.accounts import principal_in
+from kqi.accounts.auth import principal_in
+from kqi.data import gitsource
 from kqi.extensions import db
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs import sources as job_sources
 from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, Tenant, User
-from kqi.models_nodes import NodeGpu
+from kqi.models.nodes import NodeGpu
+from kqi.scheduler import availability
 from tests.test_pages import login
 
 HX = {"HX-Request": "true"}

@@ -182,7 +182,7 @@ def test_restarted_server_finishes_running_jobs_and_never_starts_one_twice(tmp_p
     # A job the old server placed but had not started when it died (status Starting, GPUs held).
     placed_id = cluster.submit(name="placed", gpu=1, command="echo once >> /kqi/output/runs.txt")
     with app.app_context():
-        from kqi import jobs
+        from kqi.jobs import lifecycle as jobs
         from kqi.models import JobStatus, Node
         node = db.session.query(Node).filter_by(name="node1").one()
         assert jobs.transition(db.session, placed_id, JobStatus.QUEUED, JobStatus.STARTING)

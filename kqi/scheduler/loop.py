@@ -9,14 +9,21 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
-from kqi import cluster_samples, job_runner, node_health, node_registry, notify, services
+
+from kqi.admin import notify
+from kqi.backends.base import ContainerState, NodeDriver, NodeError
+from kqi.backends.registry import driver_for
+from kqi.cluster import health as node_health
+from kqi.cluster import registry as node_registry
+from kqi.cluster import samples as cluster_samples
 from kqi.extensions import db
-from kqi.models import Node
-from kqi.nodes import ContainerState, NodeDriver, NodeError, driver_for
+from kqi.jobs import kinds
+from kqi.jobs import runner as job_runner
+from kqi.models import Node, utcnow
 from kqi.scheduler import pg_wake, snapshot
 from kqi.scheduler.lease import SchedulerLease
 from kqi.scheduler.plan import plan
@@ -110,9 +117,9 @@ class SchedulerService:
         a low-priority thread holding the interpreter lock would hold up its request threads too."""
         self._below_web = below_web
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        self._scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_job(self._run, "interval", seconds=self.interval_s, id=TICK_JOB, max_instances=1,
-                                coalesce=True, next_run_time=datetime.now(timezone.utc))
+                                coalesce=True, next_run_time=datetime.now(UTC))
         self._scheduler.start()
         url = self.app.config["SQLALCHEMY_DATABASE_URI"]
         if url.startswith("postgresql"):  # other server processes may hold the lease, or ask this one to plan
@@ -159,7 +166,7 @@ class SchedulerService:
         self._wake.set()
         if self._lock.locked() or time.monotonic() < self._rest_until:
             return  # the tick in progress, or the one after the rest, sees the flag
-        self._reschedule(datetime.now(timezone.utc))
+        self._reschedule(datetime.now(UTC))
 
     def _reschedule(self, when: datetime) -> None:
         with self._reschedule_lock:
@@ -190,7 +197,7 @@ class SchedulerService:
                 continue
             rest = min(took * REST_FACTOR, MAX_REST_S)
             self._rest_until = time.monotonic() + rest
-            self._reschedule(datetime.now(timezone.utc) + timedelta(seconds=rest))
+            self._reschedule(datetime.now(UTC) + timedelta(seconds=rest))
             return
 
     def tick(self) -> None:
@@ -207,7 +214,9 @@ class SchedulerService:
                 ctx = self.run_context()
                 node_health.end_jobs_on_lost_nodes(db.session, self.grace_s, self.requeue_default,
                                                    lambda job, lost: job_runner.discard_parts(ctx, job, lost))
-                services.enforce(db.session, self.driver, self.app.config["KQI"])  # notebook lifetimes, idle TensorBoards
+                now = utcnow()
+                for kind in kinds.all_kinds():  # notebook lifetimes, idle TensorBoards, ...
+                    kind.enforce(db.session, self.driver, self.app.config["KQI"], now)
                 db.session.commit()
                 if job_runner.watch(db.session, ctx, listings, until=time.monotonic() + PHASE_BUDGET_S) is None:
                     self._wake.set()

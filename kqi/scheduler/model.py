@@ -5,8 +5,8 @@ so that sums are exact: CPU in milli-cores, memory in MiB, GPU in milli-GPUs (10
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 WHOLE_GPU = 1000
 

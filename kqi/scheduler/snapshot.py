@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from kqi import jobs, node_registry, services
+from kqi.cluster import registry as node_registry
+from kqi.jobs import lifecycle as jobs
 from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, Tenant
+from kqi.scheduler import placement as kind_placement
 from kqi.scheduler.model import (
     WHOLE_GPU,
     AllocatedPart,
@@ -30,7 +32,7 @@ from kqi.scheduler.order import CORES_PER_GPU_EQUIVALENT
 
 
 def _epoch(moment: datetime | None) -> float:
-    return moment.replace(tzinfo=timezone.utc).timestamp() if moment else 0.0
+    return moment.replace(tzinfo=UTC).timestamp() if moment else 0.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def _read_queue(session: Session, queue: QueueCache, tenant_names: dict[int, str
             queue.requests[job_id] = JobRequest(
                 job_id=job_id, tenant=tenant_names[tenant_id], submit_time=_epoch(created_at), cpu_milli=cpu_milli,
                 memory_mib=memory_mib, gpu_milli=gpu_milli,
-                partition=services.request_partition(kind, partition or None),  # services: flagged nodes
+                partition=kind_placement.request_partition(kind, partition or None),  # services: flagged nodes
                 priority=priority, time_limit_s=time_limit_s, nodes=gang)
             queue.seen[job_id] = (queue_position, tuple(pending_reasons or ()))
     for job_id in queue.requests.keys() - set(ids):  # left the queue: started, halted, deleted
@@ -111,7 +113,7 @@ def _read_queue(session: Session, queue: QueueCache, tenant_names: dict[int, str
 
 
 def _usage_spans(session: Session, tenant_names: dict[int, str], now: float):
-    since = datetime.fromtimestamp(now - USAGE_WINDOW_S, timezone.utc).replace(tzinfo=None)
+    since = datetime.fromtimestamp(now - USAGE_WINDOW_S, UTC).replace(tzinfo=None)
     rows = session.execute(
         select(Job.tenant_id, Job.gpu_milli, Job.cpu_milli, Job.nodes, Job.started_at, Job.completed_at)
         .where(Job.started_at.is_not(None), or_(Job.completed_at.is_(None), Job.completed_at >= since))
@@ -132,7 +134,7 @@ def read(session: Session, now: float, queue: QueueCache | None = None) -> Snaps
             cpu_milli=node.cpu_milli,
             memory_mib=node.memory_mib,
             gpus=tuple(GpuView(index=g.gpu_index, model=g.model, busy=g.busy) for g in gpus.get(node.id, ())),
-            labels=services.node_labels(node, node_registry.labels(node, gpus.get(node.id, []))),  # + node flags
+            labels=kind_placement.node_labels(node, node_registry.labels(node, gpus.get(node.id, []))),  # + node flags
             schedulable=node.schedulable,
             tenants=None if node.tenants is None else frozenset(node.tenants),
         )
@@ -224,7 +226,7 @@ def apply(session: Session, snapshot: Snapshot, plan: Plan, moves_at_once: int |
             savepoint.rollback()
     changed, moves = [], []
     for pending in plan.pending:
-        reasons = services.readable_reasons(pending.reasons)
+        reasons = kind_placement.readable_reasons(pending.reasons)
         seen = snapshot.pending_seen.get(pending.job_id)
         if seen == (pending.position, reasons):
             continue

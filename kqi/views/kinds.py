@@ -1,4 +1,4 @@
-"""One view for every kind of run with its own list and detail (kqi/runs.py KINDS).
+"""One view for every kind of run with its own list and detail (kqi/jobs/history.py KINDS).
 
 `/training/...` and `/inference/...` are served by the same function, which gets `kind`. The
 training routes keep their endpoint names (`get_training`); the others' replace "training" with
@@ -9,7 +9,7 @@ import functools
 
 from flask import Blueprint
 
-from kqi import runs
+from kqi.jobs import history as runs
 
 
 def kind_route(blueprint: Blueprint, rule: str, methods: tuple[str, ...] = ("GET",)):

@@ -110,7 +110,7 @@ def _addresses(slot: int, i: int) -> tuple[str, str]:
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.run(args, capture_output=True, text=True, env=_env())
     if check and proc.returncode != 0:
         raise EngineError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc

@@ -10,13 +10,19 @@ import logging
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from kqi import accounts
-from kqi.errors import ServiceError, error_response
+from kqi.accounts import auth as accounts
+from kqi.errors import ServiceError
 from kqi.extensions import csrf, db
-from kqi.runs import KINDS  # not `runs`: that name is this package's module of run routes
+from kqi.jobs.history import KINDS  # not `runs`: that name is this package's module of run routes
 from kqi.validation import require_object
 
 log = logging.getLogger(__name__)
+
+def error_response(status: int, code: str, message: str, field: str | None = None):
+    response = jsonify({"error": {"code": code, "message": message, "field": field}})
+    response.status_code = status
+    return response
+
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(blueprint)  # bearer tokens, never cookies: nothing for a forged request to ride on
 PUBLIC = {"api.login"}
@@ -95,4 +101,20 @@ def internal_error(exc: Exception):
     return error_response(500, "internal", "internal error; the server log has the details")
 
 
-from kqi.views.api import account, admin, dashboard, data, datasets, estimate, nodes, notebooks, openapi, preprocessing, runs, site, sources, training, users  # noqa: E402,F401  (register their routes)
+from kqi.views.api import (  # noqa: E402,F401  (register their routes)
+    account,
+    admin,
+    dashboard,
+    data,
+    datasets,
+    estimate,
+    nodes,
+    notebooks,
+    openapi,
+    preprocessing,
+    runs,
+    site,
+    sources,
+    training,
+    users,
+)

@@ -6,12 +6,14 @@ from datetime import timedelta
 from flask import current_app, g, jsonify, request
 from sqlalchemy import select
 
-from kqi import accounts, notify, ratelimit
 from kqi import validation as v
-from kqi.errors import ServiceError, error_response
+from kqi.accounts import auth as accounts
+from kqi.accounts import ratelimit
+from kqi.admin import notify
+from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.models import User
-from kqi.views.api import blueprint, json_body
+from kqi.views.api import blueprint, error_response, json_body
 from kqi.views.api.openapi import NULLABLE_STRING, body, obj, ok, op
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import jsonify, request, url_for
 
-from kqi import accounts
+from kqi.accounts import auth as accounts
 from kqi.errors import NotFound
 from kqi.extensions import db
 from kqi.models import Tenant

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import g, jsonify, request
 
-from kqi import dashboard
+from kqi.cluster import dashboard
 from kqi.extensions import db
 from kqi.models import JobStatus, utcnow
 from kqi.views.api import blueprint

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from flask import current_app, g, jsonify, request, send_file, url_for
 
-from kqi import data, preprocessing
-from kqi.blobs import BlobStore, TooLarge
+from kqi.data import items as data
+from kqi.data.blobs import BlobStore, TooLarge
+from kqi.data.uploads import body_chunks, multipart
 from kqi.extensions import db
-from kqi.uploads import body_chunks, multipart
+from kqi.kinds import preprocessing
 from kqi.validation import paging
 from kqi.views.api import blueprint, created, json_body, paged
 

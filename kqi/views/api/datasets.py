@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
 
-from kqi import datasets
+from kqi.data import datasets
 from kqi.extensions import db
 from kqi.validation import paging
 from kqi.views.api import blueprint, created, json_body, paged

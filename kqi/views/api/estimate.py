@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import g, jsonify
 
-from kqi import availability
 from kqi.extensions import db
+from kqi.scheduler import availability
 from kqi.views.api import blueprint, json_body
 from kqi.views.api.openapi import NULLABLE_INTEGER, NULLABLE_NUMBER, NULLABLE_STRING, body, obj, ok, op
 from kqi.views.api.training import SUBMIT

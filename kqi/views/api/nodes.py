@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app, jsonify, url_for
 
-from kqi import node_registry
+from kqi.cluster import registry as node_registry
 from kqi.extensions import db
 from kqi.views.api import blueprint, created, json_body, require_admin, scheduler
 from kqi.views.api.openapi import NULLABLE_STRING, body, obj, ok, op, path_id

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from flask import Response, g, jsonify, request, url_for
 
-from kqi import job_runner, jobs, notebooks, tensorboard
 from kqi.extensions import db
-from kqi.storage import LOG_NAME
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs import runner as job_runner
+from kqi.jobs.files import LOG_NAME
+from kqi.kinds import notebook as notebooks
+from kqi.kinds import tensorboard
 from kqi.validation import paging
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (

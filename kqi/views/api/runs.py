@@ -5,13 +5,15 @@ from pathlib import Path
 
 from flask import current_app, g, jsonify, request, send_file
 
-from kqi import job_sources, jobs, runs
+from kqi.backends.base import NodeError
+from kqi.data.uploads import body_chunks
 from kqi.errors import Conflict
 from kqi.extensions import db
+from kqi.jobs import history as runs
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs import sources as job_sources
+from kqi.jobs.files import JobFiles
 from kqi.models import JobStatus
-from kqi.nodes import NodeError
-from kqi.storage import JobFiles
-from kqi.uploads import body_chunks
 from kqi.views.api import blueprint, scheduler
 from kqi.views.api.data import keep, store, upload_limit
 

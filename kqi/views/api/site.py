@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Response, g, jsonify, request
 from sqlalchemy import select
 
-from kqi import accounting, audit, jobs, monitor, site_settings
+from kqi.admin import accounting, audit, site_settings
+from kqi.cluster import monitor
 from kqi.extensions import db
+from kqi.jobs import lifecycle as jobs
 from kqi.models import Tenant
 from kqi.validation import paging
 from kqi.views.api import blueprint, json_body, paged, require_admin, scheduler

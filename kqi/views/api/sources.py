@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import g, jsonify
 
-from kqi import gitsource, registries
+from kqi.data import gitsource, registries
 from kqi.extensions import db
 from kqi.views.api import blueprint, created, json_body, require_admin
 

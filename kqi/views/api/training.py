@@ -6,10 +6,13 @@ import io
 
 from flask import Response, current_app, g, jsonify, request, send_file, url_for
 
-from kqi import job_exec, job_runner, jobs, runs
 from kqi.errors import NotFound
 from kqi.extensions import db
-from kqi.storage import LOG_NAME
+from kqi.jobs import history as runs
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs import runner as job_runner
+from kqi.jobs import shell as job_exec
+from kqi.jobs.files import LOG_NAME
 from kqi.validation import paging
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (

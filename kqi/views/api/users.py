@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
 
-from kqi import users
+from kqi.accounts import users
 from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.models import Role

@@ -9,7 +9,8 @@ from flask import Blueprint, Response, abort, current_app, redirect, render_temp
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.exceptions import BadRequest, default_exceptions
 
-from kqi import accounts, ratelimit
+from kqi.accounts import auth as accounts
+from kqi.accounts import ratelimit
 from kqi.errors import ServiceError
 from kqi.extensions import db, login_manager
 from kqi.models import User

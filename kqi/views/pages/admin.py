@@ -10,7 +10,10 @@ from flask import Response, abort, g, redirect, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from kqi import accounting, accounts, audit, monitor, notify, site_settings, users
+from kqi.accounts import auth as accounts
+from kqi.accounts import users
+from kqi.admin import accounting, audit, notify, site_settings
+from kqi.cluster import monitor
 from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.models import Role, Tenant

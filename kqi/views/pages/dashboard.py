@@ -6,7 +6,7 @@ from datetime import datetime
 
 from flask import current_app, redirect, request, url_for
 
-from kqi import dashboard
+from kqi.cluster import dashboard
 from kqi.extensions import db
 from kqi.models import utcnow
 from kqi.views.pages import blueprint, member_page, page

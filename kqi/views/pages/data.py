@@ -8,11 +8,13 @@ from markupsafe import escape
 from sqlalchemy import select
 from wtforms import ValidationError
 
-from kqi import data, datasets, job_sources
+from kqi.data import datasets
+from kqi.data import items as data
+from kqi.data.uploads import multipart
 from kqi.errors import ServiceError
 from kqi.extensions import csrf, db
-from kqi.models_data import Dataset, DatasetEntry
-from kqi.uploads import multipart
+from kqi.jobs import sources as job_sources
+from kqi.models.data import Dataset, DatasetEntry
 from kqi.validation import paging
 from kqi.views.api.data import keep, store, upload_limit
 from kqi.views.pages import blueprint, found, go_to, member_page, page

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import abort, current_app, request
 
-from kqi import node_registry
+from kqi.cluster import registry as node_registry
 from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.views.pages import blueprint, member_page, page, scheduler

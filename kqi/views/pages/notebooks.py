@@ -10,9 +10,14 @@ from flask import (
     url_for,
 )
 
-from kqi import job_runner, jobs, notebooks, services, site_settings, tensorboard
+from kqi.admin import site_settings
 from kqi.errors import ServiceError
 from kqi.extensions import db
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs import runner as job_runner
+from kqi.kinds import interactive as services
+from kqi.kinds import notebook as notebooks
+from kqi.kinds import tensorboard
 from kqi.models import JobStatus
 from kqi.validation import paging
 from kqi.views.pages import blueprint, found, go_to, member_page, page, polled, scheduler

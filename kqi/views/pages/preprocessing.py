@@ -12,11 +12,13 @@ from flask import (
 )
 from sqlalchemy import select
 
-from kqi import job_runner, jobs, preprocessing
 from kqi.errors import ServiceError
 from kqi.extensions import db
-from kqi.models_data import Data
-from kqi.models_preprocessing import Preprocessing
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs import runner as job_runner
+from kqi.kinds import preprocessing
+from kqi.models.data import Data
+from kqi.models.preprocessing import Preprocessing
 from kqi.validation import paging
 from kqi.views.pages import STOP_POLLING, blueprint, found, go_to, member_page, page, scheduler
 

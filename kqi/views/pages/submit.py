@@ -19,12 +19,15 @@ from typing import Any
 from flask import Response, current_app, render_template, request, url_for
 from sqlalchemy import select
 
-from kqi import availability, datasets, gitsource, job_sources, jobs
-from kqi.accounts import Principal
-from kqi.blobs import BlobStore
+from kqi.accounts.auth import Principal
+from kqi.data import datasets, gitsource
+from kqi.data.blobs import BlobStore
 from kqi.errors import ServiceError
 from kqi.extensions import db
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs import sources as job_sources
 from kqi.models import Job, JobStatus
+from kqi.scheduler import availability
 from kqi.views.pages import blueprint, go_to, member_page, page, scheduler
 
 STEPS = (

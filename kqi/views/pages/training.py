@@ -16,11 +16,14 @@ from flask import (
     url_for,
 )
 
-from kqi import job_exec, job_runner, jobs, runs
 from kqi.errors import ServiceError
 from kqi.extensions import db
+from kqi.jobs import history as runs
+from kqi.jobs import lifecycle as jobs
+from kqi.jobs import runner as job_runner
+from kqi.jobs import shell as job_exec
+from kqi.jobs.files import LOG_NAME
 from kqi.models import JobStatus
-from kqi.storage import LOG_NAME
 from kqi.validation import paging
 from kqi.views.kinds import kind_route, lookup_kind
 from kqi.views.pages import STOP_POLLING, blueprint, go_to, member_page, page, polled, scheduler

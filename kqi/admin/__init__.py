@@ -1,0 +1,1 @@
+"""Running the site: audit log, accounting, job-end notifications, site settings, the dashboard."""

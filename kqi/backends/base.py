@@ -1,0 +1,156 @@
+"""Node drivers: how kqi reaches the Docker engine of a node.
+
+`driver_for(url, credentials=...)` returns the driver for a node URL: unix:// (a local socket),
+tcp:// (plain, or TLS with the node's CA and client certificate: kqi/backends/docker/tls.py) or
+ssh://user@host:port[/remote/docker.sock] (paramiko, host key pinned: kqi/backends/docker/ssh.py). Every
+driver offers the same operations (`NodeDriver`), so the scheduler loop never knows which
+transport it is using.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+LABEL_SITE = "kqi.site"
+LABEL_JOB = "kqi.job"
+LABEL_KIND = "kqi.kind"
+LABEL_RANK = "kqi.rank"
+Archive = bytes | Path  # a tar in memory, or a tar file on disk (large inputs stream from it)
+
+
+class NodeError(Exception):
+    """The node could not do what was asked. `infrastructure` is False when the request was bad
+    (image missing, invalid command) rather than the node being unreachable."""
+
+    def __init__(self, message: str, *, infrastructure: bool = True):
+        super().__init__(message)
+        self.infrastructure = infrastructure
+
+
+class HostKeyMismatch(NodeError):
+    """The SSH server presented a host key other than the one pinned: possibly not our node."""
+
+    def __init__(self, seen: str, expected: str):
+        super().__init__(f"SSH host key changed: the server presented {seen}, the pinned key is {expected}; "
+                         "nothing is scheduled there until an administrator confirms the new key")
+        self.seen = seen
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a node's transport needs besides its URL (PEM texts, unsealed only to connect)."""
+
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    ssh_private_key: str = ""
+    ssh_host_key_fingerprint: str = ""  # "SHA256:...", as `ssh-keygen -lf` prints it
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert or self.tls_key)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    uuid: str
+    model: str
+    memory_mib: int
+    in_use: bool = False  # compute processes run on it (kqi's or anyone's)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    cpu_milli: int
+    memory_mib: int
+    engine_version: str
+    nvidia_runtime: bool
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    command: str
+    env: dict[str, str]
+    labels: dict[str, str]
+    cpu_milli: int
+    memory_mib: int
+    gpu_indices: tuple[int, ...] = ()
+    nvidia_runtime: bool = False
+    host_network: bool = False  # gang parts talk to each other through their hosts' addresses
+    workdir: str = "/kqi/git"
+    # tar archives unpacked at "/" before the command starts (the /kqi folders, /kqi/git, /kqi/attach)
+    archives: tuple[Archive, ...] = field(default=())
+    # (mount path, tar of its contents): filled into a volume mounted read-only (/kqi/input, /kqi/parent)
+    readonly: tuple[tuple[str, Archive], ...] = field(default=())
+    registry_auth: dict[str, str] | None = field(default=None, repr=False)  # docker's auth_config for the pull
+    pull: bool = False  # pull even when the node has the image
+    progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)  # pull progress
+    # Long-running services (notebooks, TensorBoard): container ports published on random host ports,
+    # and an argv run as is instead of `/bin/sh -c command` (it may carry a notebook's token: not shown)
+    ports: tuple[int, ...] = ()
+    argv: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What a command run in a container left (NodeDriver.exec)."""
+
+    exit_code: int | None  # None when it was cut off (time limit or output cap) before it ended
+    output: bytes  # stdout and stderr interleaved as the engine sent them
+    truncated: bool = False
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    container_id: str
+    job_id: int
+    rank: int
+    running: bool
+    exit_code: int | None
+    oom_killed: bool
+    error: str
+    started: bool  # False: created but never started
+
+
+class NodeDriver(Protocol):
+    def ping(self) -> None: ...
+
+    def inventory(self) -> Inventory: ...
+
+    def gpus(self) -> list[GpuInfo] | None:
+        """The GPUs as nvidia-smi on the node sees them; None when the transport cannot run it."""
+
+    def start(self, spec: ContainerSpec) -> str: ...
+
+    def upload(self, container_id: str, path: str, archive: Archive) -> None:
+        """Unpack a tar into a container's folder (files attached to a running job)."""
+
+    def image_identity(self, image: str) -> dict[str, object]:
+        """{"id", "repo_digests"} of the image as it is on the node."""
+
+    def containers(self, site: str) -> list[ContainerState]: ...
+
+    def logs(self, container_id: str, tail: int | None = None) -> bytes: ...
+
+    def archive(self, container_id: str, path: str) -> Iterator[bytes]: ...
+
+    def exec(self, container_id: str, argv: list[str], timeout_s: float, limit: int) -> ExecResult:
+        """Run argv in a running container: its exit code and output (kqi/backends/docker/exec_stream.py)."""
+
+    def stop(self, container_id: str, timeout_s: int = 10) -> None: ...
+
+    def published_port(self, container_id: str, port: int) -> int | None:
+        """The host port the engine chose for a container port of `ContainerSpec.ports`."""
+
+    def rx_bytes(self, container_id: str) -> int:
+        """Bytes the container has received over its network (a service's sign of use)."""
+
+    def remove(self, container_id: str) -> None: ...
+
+    def close(self) -> None: ...

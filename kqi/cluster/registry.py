@@ -1,0 +1,411 @@
+"""Registered nodes: registration (reading the inventory from the engine), the admin's settings,
+SSH host key confirmation, inventory refresh and GPU discovery.
+
+Transports: unix:// (local socket), tcp:// (plain, or TLS with tls_ca, tls_cert, tls_key) and
+ssh://user@host:port[/remote/docker.sock] (ssh_private_key, host key pinned by its SHA256
+fingerprint). TLS and SSH keys are sealed (kqi/crypto.py) and never shown again.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from kqi import crypto
+from kqi import validation as v
+from kqi.backends.base import Credentials, GpuInfo, HostKeyMismatch, NodeError
+from kqi.backends.docker.gpus import model_label
+from kqi.backends.registry import driver_for, validate_url
+from kqi.cluster import health as node_health
+from kqi.errors import Conflict, NotFound, ServiceError
+from kqi.jobs import lifecycle as jobs
+from kqi.models import GpuAllocation, Node, Tenant
+from kqi.models.nodes import NodeEvent, NodeGpu
+
+NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,254}$")
+FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
+GPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
+PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----")
+SECRET_FIELDS = ("tls_ca", "tls_cert", "tls_key", "ssh_private_key")
+SETTINGS_FIELDS = ("partition", "address", "gpus", "gpu_model", "tenants", "allow_notebooks", "allow_tensorboard")
+NODE_FIELDS = ("name", "url", *SECRET_FIELDS, "ssh_host_key_fingerprint", *SETTINGS_FIELDS)
+UPDATE_FIELDS = ("state", *SETTINGS_FIELDS)
+LOCAL_ENGINE = "unix:///var/run/docker.sock"
+MAX_GPUS = 64
+
+
+# -- credentials
+
+def _pem(body: Any, field: str) -> str:
+    value = v.text(body, field, max_len=32768)
+    if value and not PEM.search(value):
+        raise ServiceError(f"{field} must be PEM text (-----BEGIN ...-----)", field=field)
+    return value
+
+
+def _parse_credentials(body: Any, scheme: str) -> Credentials:
+    creds = Credentials(**{field: _pem(body, field) for field in SECRET_FIELDS},
+                        ssh_host_key_fingerprint=v.text(body, "ssh_host_key_fingerprint", max_len=80, pattern=FINGERPRINT,
+                                                        rule="SHA256:... as `ssh-keygen -lf` prints it"))
+    if creds.tls and scheme != "tcp":
+        raise ServiceError("tls_ca, tls_cert and tls_key are for tcp:// nodes", field="tls_ca")
+    if creds.tls and not (creds.tls_ca and creds.tls_cert and creds.tls_key):
+        missing = next(f for f in ("tls_ca", "tls_cert", "tls_key") if not getattr(creds, f))
+        raise ServiceError(f"TLS needs tls_ca, tls_cert and tls_key together; {missing} is missing", field=missing)
+    if scheme == "ssh" and not creds.ssh_private_key:
+        raise ServiceError("an ssh:// node needs ssh_private_key", field="ssh_private_key")
+    if scheme != "ssh" and (creds.ssh_private_key or creds.ssh_host_key_fingerprint):
+        raise ServiceError("ssh_private_key and ssh_host_key_fingerprint are for ssh:// nodes", field="ssh_private_key")
+    try:
+        if creds.tls:
+            from kqi.backends.docker.tls import ssl_context
+
+            ssl_context(creds)
+        if creds.ssh_private_key:
+            from kqi.backends.docker.ssh import load_private_key
+
+            load_private_key(creds.ssh_private_key)
+    except NodeError as exc:
+        raise ServiceError(str(exc), field="ssh_private_key" if scheme == "ssh" else "tls_cert") from None
+    return creds
+
+
+def _seal(creds: Credentials) -> str:
+    secrets = {field: getattr(creds, field) for field in SECRET_FIELDS if getattr(creds, field)}
+    return crypto.box().seal(json.dumps(secrets)) if secrets else ""
+
+
+def credentials(node: Node) -> Credentials:
+    """The node's keys, unsealed for the driver that is about to connect."""
+    secrets = json.loads(crypto.box().unseal(node.credentials_sealed)) if node.credentials_sealed else {}
+    fingerprint = node.ssh_host_key_fingerprint if node.host_key_confirmed else ""
+    return Credentials(**secrets, ssh_host_key_fingerprint=fingerprint)
+
+
+def transport(node: Node) -> str:
+    scheme = urlsplit(node.url).scheme
+    return "tls" if scheme == "tcp" and node.credentials_sealed else scheme
+
+
+# -- settings shared by register and update
+
+def _tenants(session: Session, body: Any) -> list[str] | None:
+    names = body.get("tenants")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) > 1000:
+        raise ServiceError("tenants must be a list of tenant names, or null for a public node", field="tenants")
+    known = set(session.scalars(select(Tenant.name).where(Tenant.name.in_(names))))
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ServiceError(f"no tenant named {unknown[0]!r}", field="tenants")
+    return sorted(set(names))
+
+
+def _flag(body: Any, field: str) -> bool | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, str) and value in ("true", "false", "on", "off"):  # form posts
+        return value in ("true", "on")
+    if not isinstance(value, bool):
+        raise ServiceError(f"{field} must be true or false", field=field)
+    return value
+
+
+def _apply_settings(session: Session, node: Node, body: Any) -> None:
+    if "partition" in body:
+        node.partition = v.text(body, "partition", max_len=64, pattern=v.PARTITION,
+                                rule=v.PARTITION_RULE)
+    if "address" in body:
+        node.address = v.text(body, "address", max_len=255, pattern=ADDRESS, rule="a host name or IP address",
+                              default=urlsplit(node.url).hostname or "")
+    if "tenants" in body:
+        node.tenants = _tenants(session, body)
+    for flag in ("allow_notebooks", "allow_tensorboard"):
+        value = _flag(body, flag)
+        if value is not None:
+            setattr(node, flag, value)
+    if "gpus" in body or "gpu_model" in body:
+        if node.gpu_source == "nvidia-smi":
+            raise ServiceError("this node's GPUs are discovered with nvidia-smi; refresh its inventory instead",
+                               field="gpus")
+        count = v.number(body, "gpus", minimum=0, maximum=MAX_GPUS, integer=True, default=node.gpu_count or 0)
+        model = v.text(body, "gpu_model", max_len=128, pattern=GPU_MODEL, rule="letters, digits, spaces, '.', '_', '-'",
+                       default=_declared_model(session, node))
+        _set_gpus(session, node, [GpuInfo(index=i, uuid="", model=model, memory_mib=0) for i in range(count)])
+
+
+def _declared_model(session: Session, node: Node) -> str:
+    if node.id is None:
+        return ""
+    return session.scalar(select(NodeGpu.model).where(NodeGpu.node_id == node.id).limit(1)) or ""
+
+
+def _set_gpus(session: Session, node: Node, found: list[GpuInfo]) -> None:
+    """Make the node's GPU rows match `found`. A GPU running processes kqi did not start is busy."""
+    session.flush()  # the node has its id
+    busy = node_health.busy_indices(session, node.id, found)
+    session.execute(delete(NodeGpu).where(NodeGpu.node_id == node.id))
+    session.add_all(NodeGpu(node_id=node.id, gpu_index=g.index, uuid=g.uuid, model=g.model, memory_mib=g.memory_mib,
+                            busy=g.index in busy) for g in found)
+    node.gpu_count = len(found)
+
+
+# -- register, confirm, refresh, update
+
+def _driver(node: Node, creds: Credentials, timeout_s: int):
+    return driver_for(node.url, timeout_s=timeout_s, credentials=creds)
+
+
+def _read_inventory(session: Session, node: Node, creds: Credentials, timeout_s: int) -> str:
+    """Fill the node's capacity and GPUs from the engine (and nvidia-smi over SSH); return a summary."""
+    driver = _driver(node, creds, timeout_s)
+    try:
+        inventory = driver.inventory()
+        try:
+            discovered = driver.gpus()
+        except NodeError as exc:  # no nvidia-smi there: the declared GPUs stay
+            if isinstance(exc, HostKeyMismatch):
+                raise
+            discovered = None
+    finally:
+        driver.close()
+    node.cpu_milli, node.memory_mib = inventory.cpu_milli, inventory.memory_mib
+    node.engine_version, node.nvidia_runtime = inventory.engine_version[:64], inventory.nvidia_runtime
+    if discovered:
+        node.gpu_source = "nvidia-smi"
+        _set_gpus(session, node, discovered)
+    return (f"{inventory.cpu_milli // 1000} CPUs, {inventory.memory_mib // 1024} GiB, engine {inventory.engine_version}"
+            f"{', nvidia runtime' if inventory.nvidia_runtime else ''}, {node.gpu_count} GPU(s)"
+            f"{' (nvidia-smi)' if discovered else ''}")
+
+
+def _unreachable(exc: NodeError, url: str) -> ServiceError:
+    if isinstance(exc, HostKeyMismatch):
+        return ServiceError(str(exc), field="ssh_host_key_fingerprint", code="host_key_mismatch", status=422)
+    return ServiceError(f"cannot reach the Docker engine at {url}: {exc}", field="url", code="unreachable", status=422)
+
+
+def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
+    """Register a node. An SSH node registered without a host key fingerprint is kept Unconfirmed,
+    with the fingerprint its server presented, until an admin confirms it (see `confirm_host_key`)."""
+    body = v.require_object(body)
+    v.reject_unknown(body, NODE_FIELDS)
+    name = v.text(body, "name", required=True, max_len=63, pattern=NODE_NAME,
+                  rule="lower-case letters, digits, '-' and '.'")
+    url = v.text(body, "url", required=True, max_len=512)
+    problem = validate_url(url)
+    if problem:
+        raise ServiceError(problem, field="url")
+    scheme = urlsplit(url).scheme
+    creds = _parse_credentials(body, scheme)
+    if session.scalar(select(Node.id).where(Node.name == name)) is not None:
+        raise Conflict(f"node {name} already exists", field="name")
+    node = Node(name=name, url=url, cpu_milli=0, memory_mib=0, gpu_count=0, partition="", address="",
+                credentials_sealed=_seal(creds), state=node_health.READY, admin_state=node_health.READY,
+                schedulable=True, gpu_source="declared")
+    session.add(node)
+    _apply_settings(session, node, {"address": "", **body})
+    if scheme == "ssh" and not creds.ssh_host_key_fingerprint:
+        from kqi.backends.docker.ssh import scan_host_key
+
+        parts = urlsplit(url)
+        try:
+            seen = scan_host_key(parts.hostname, parts.port or 22, timeout_s)
+        except NodeError as exc:
+            raise _unreachable(exc, url) from None
+        node.ssh_host_key_fingerprint, node.host_key_confirmed = seen, False
+        node.state, node.schedulable = node_health.UNCONFIRMED, False
+        session.flush()
+        node_health.note(session, node, f"registered; SSH host key {seen} awaits confirmation")
+        return node
+    node.ssh_host_key_fingerprint = creds.ssh_host_key_fingerprint
+    try:
+        summary = _read_inventory(session, node, creds, timeout_s)
+    except NodeError as exc:
+        raise _unreachable(exc, url) from None
+    session.flush()
+    node_health.note(session, node, f"registered: {summary}")
+    return node
+
+
+def confirm_host_key(session: Session, node: Node, body: Any, timeout_s: int = 30) -> Node:
+    """Pin the SSH host key the admin confirms: it must be the one the server presents now."""
+    body = v.require_object(body)
+    v.reject_unknown(body, ("ssh_host_key_fingerprint",))
+    if urlsplit(node.url).scheme != "ssh":
+        raise ServiceError("only ssh:// nodes have a host key", field="ssh_host_key_fingerprint")
+    given = v.text(body, "ssh_host_key_fingerprint", required=True, max_len=80, pattern=FINGERPRINT,
+                   rule="SHA256:... as `ssh-keygen -lf` prints it")
+    from kqi.backends.docker.ssh import scan_host_key
+
+    parts = urlsplit(node.url)
+    try:
+        seen = scan_host_key(parts.hostname, parts.port or 22, timeout_s)
+    except NodeError as exc:
+        raise _unreachable(exc, node.url) from None
+    if seen != given:
+        raise ServiceError(f"the server now presents {seen}, not {given}; nothing was changed",
+                           field="ssh_host_key_fingerprint", code="host_key_mismatch", status=422)
+    node.ssh_host_key_fingerprint, node.host_key_confirmed = seen, True
+    try:
+        summary = _read_inventory(session, node, credentials(node), timeout_s)
+    except NodeError as exc:
+        raise _unreachable(exc, node.url) from None
+    node.down_since, node.last_error = None, ""
+    node_health.note(session, node, f"SSH host key {seen} confirmed; {summary}")
+    node_health.set_state(session, node, node.admin_state, "host key confirmed")
+    return node
+
+
+def refresh_inventory(session: Session, node: Node, timeout_s: int = 30) -> Node:
+    """Read CPU, memory, engine and GPUs again (GPUs installed later show up)."""
+    if not node.host_key_confirmed:
+        raise Conflict("confirm the node's SSH host key first")
+    try:
+        summary = _read_inventory(session, node, credentials(node), timeout_s)
+    except NodeError as exc:
+        raise _unreachable(exc, node.url) from None
+    node_health.note(session, node, f"inventory refreshed: {summary}")
+    return node
+
+
+def update(session: Session, node: Node, body: Any) -> Node:
+    """The admin's settings: state (Ready, Draining, Disabled), access, flags, partition, GPUs."""
+    body = v.require_object(body)
+    v.reject_unknown(body, UPDATE_FIELDS)
+    if not body:
+        raise ServiceError("nothing to change")
+    state = v.text(body, "state", max_len=16)
+    if state and state not in node_health.ADMIN_STATES:
+        raise ServiceError(f"state must be one of {', '.join(node_health.ADMIN_STATES)}", field="state")
+    _apply_settings(session, node, body)
+    if state and state != node.admin_state:
+        node.admin_state = state
+        if node.state in node_health.ADMIN_STATES:  # the heartbeat's findings (Offline, ...) still win
+            node_health.set_state(session, node, state, "set by an administrator")
+        else:
+            node_health.note(session, node, f"administrator chose {state}")
+    session.flush()
+    return node
+
+
+def register_local_if_reachable(session: Session) -> Node | None:
+    """`make run` offers the machine's own engine as node `local` when one answers."""
+    if session.scalar(select(Node.id).where(Node.name == "local")) is not None:
+        return None
+    try:
+        return register(session, {"name": "local", "url": LOCAL_ENGINE}, timeout_s=5)
+    except ServiceError:
+        return None
+
+
+# -- reading
+
+def get(session: Session, node_id: int) -> Node:
+    node = session.get(Node, node_id)
+    if node is None:
+        raise NotFound("node")
+    return node
+
+
+def all_nodes(session: Session) -> list[Node]:
+    return list(session.scalars(select(Node).order_by(Node.name)))
+
+
+def gpus_of(session: Session, node_ids: list[int] | None = None) -> dict[int, list[NodeGpu]]:
+    query = select(NodeGpu).order_by(NodeGpu.node_id, NodeGpu.gpu_index)
+    if node_ids is not None:
+        query = query.where(NodeGpu.node_id.in_(node_ids))
+    found: dict[int, list[NodeGpu]] = {}
+    for gpu in session.scalars(query):
+        found.setdefault(gpu.node_id, []).append(gpu)
+    return found
+
+
+def labels(node: Node, gpus: list[NodeGpu]) -> list[str]:
+    """The node's partitions: the one the admin set, and each GPU model (as a label)."""
+    found = {node.partition} if node.partition else set()
+    found.update(model_label(g.model) for g in gpus if g.model)
+    return sorted(found - {""})
+
+
+def events(session: Session, node: Node, limit: int = 50) -> list[NodeEvent]:
+    return list(session.scalars(select(NodeEvent).where(NodeEvent.node_id == node.id)
+                                .order_by(NodeEvent.id.desc()).limit(limit)))
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") + "Z" if moment else None
+
+
+def event_dict(event: NodeEvent) -> dict[str, Any]:
+    return {"at": _iso(event.at), "old_state": event.old_state or None, "new_state": event.new_state,
+            "message": event.message or None}
+
+
+def as_dict(node: Node, used: dict[str, int] | None = None, gpus: list[NodeGpu] | None = None,
+            held: dict[int, int] | None = None) -> dict[str, Any]:
+    used = used or {"cpu_milli": 0, "memory_mib": 0, "gpu_milli": 0}
+    gpus = gpus or []
+    held = held or {}
+    return {
+        "id": node.id,
+        "name": node.name,
+        "url": node.url,
+        "transport": transport(node),
+        "address": node.address or None,
+        "partition": node.partition or None,
+        "labels": labels(node, gpus),
+        "engine_version": node.engine_version,
+        "nvidia_runtime": node.nvidia_runtime,
+        "state": node.state,
+        "admin_state": node.admin_state,
+        "schedulable": node.schedulable,
+        "last_error": node.last_error or None,
+        "last_seen_at": _iso(node.last_seen_at),
+        "ssh_host_key_fingerprint": node.ssh_host_key_fingerprint or None,
+        "host_key_confirmed": node.host_key_confirmed,
+        "tenants": node.tenants,
+        "allow_notebooks": node.allow_notebooks,
+        "allow_tensorboard": node.allow_tensorboard,
+        "cpu": {"total": node.cpu_milli / 1000, "used": used["cpu_milli"] / 1000,
+                "free": (node.cpu_milli - used["cpu_milli"]) / 1000},
+        "memory_gb": {"total": round(node.memory_mib / 1024, 2), "used": round(used["memory_mib"] / 1024, 2),
+                      "free": round((node.memory_mib - used["memory_mib"]) / 1024, 2)},
+        "gpus": {"total": node.gpu_count, "used": used["gpu_milli"] / 1000,
+                 "free": node.gpu_count - used["gpu_milli"] / 1000, "source": node.gpu_source,
+                 "devices": [{"index": g.gpu_index, "uuid": g.uuid or None, "model": g.model or None,
+                              "memory_mib": g.memory_mib or None, "busy": g.busy,
+                              "allocated": held.get(g.gpu_index, 0) / 1000} for g in gpus]},
+    }
+
+
+def _held(session: Session, node_ids: list[int]) -> dict[int, dict[int, int]]:
+    rows = session.execute(select(GpuAllocation.node_id, GpuAllocation.gpu_index, func.sum(GpuAllocation.milli))
+                           .where(GpuAllocation.node_id.in_(node_ids))
+                           .group_by(GpuAllocation.node_id, GpuAllocation.gpu_index))
+    held: dict[int, dict[int, int]] = {}
+    for node_id, index, milli in rows:
+        held.setdefault(node_id, {})[index] = milli or 0
+    return held
+
+
+def describe(session: Session, node: Node) -> dict[str, Any]:
+    return as_dict(node, jobs.node_usage(session).get(node.id), gpus_of(session, [node.id]).get(node.id),
+                   _held(session, [node.id]).get(node.id))
+
+
+def listing(session: Session) -> list[dict[str, Any]]:
+    usage = jobs.node_usage(session)
+    nodes = all_nodes(session)
+    gpus = gpus_of(session)
+    held = _held(session, [n.id for n in nodes])
+    return [as_dict(node, usage.get(node.id), gpus.get(node.id), held.get(node.id)) for node in nodes]

@@ -1,0 +1,1 @@
+"""What jobs read: uploaded data items and their blobs, datasets, git sources and image registries."""

@@ -1,0 +1,87 @@
+"""The job-kind registry: what each kind of job adds to the common job.
+
+Every job is queued, placed, started, watched and collected the same way (kqi/jobs/runner.py,
+kqi/scheduler/). A kind adds only what is its own, by overriding the hooks of `JobKind`:
+- `node_flag`: the placement constraint, a node attribute that must be true for the kind to run
+  there (notebooks need `Node.allow_notebooks`); `unplaceable` words the wait when no node has it;
+- `ship` and `adapt`: extra files for the container, and the container spec itself (argv, ports);
+- `on_started`: after its containers started (read back a published port);
+- `on_collected`: after its outputs were collected, before the job's end is written (turn output
+  folders into data); it may change the final status and reason;
+- `enforce`: each tick, the kind's own rules over its running jobs (lifetimes, idleness).
+
+The kinds themselves live in kqi/kinds/, one module each, and `register` themselves there; the
+runner, the snapshot and the loop only iterate this registry. Adding a kind touches its own module
+and the list in kqi/kinds/__init__.py, nothing else.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from kqi.backends.base import ContainerSpec, NodeDriver
+from kqi.models import Job, JobStatus, Node
+
+if TYPE_CHECKING:
+    from kqi.jobs.sources import Shipment
+
+
+class JobKind:
+    """One kind of job. The defaults are a plain batch job: run the command, collect, end."""
+
+    name: str = ""
+    noun: str = ""  # how a person names jobs of this kind in a sentence ("notebooks")
+    node_flag: str | None = None  # a Node attribute that must be true to run this kind there
+
+    def allowed_on(self, node: Node) -> bool:
+        return self.node_flag is None or bool(getattr(node, self.node_flag))
+
+    def ship(self, session: Session, instance: Path, job: Job, shipment: Shipment) -> None:
+        """Add this kind's own files to the job's shipment."""
+
+    def adapt(self, session: Session, job: Job, spec: ContainerSpec) -> ContainerSpec:
+        return spec
+
+    def on_started(self, session: Session, driver: NodeDriver, job: Job) -> None:
+        """Called once every part started; may raise NodeError to fail the start."""
+
+    def on_collected(self, session: Session, instance: Path, job: Job, status: JobStatus,
+                     reason: str) -> tuple[JobStatus, str]:
+        return status, reason
+
+    def enforce(self, session: Session, driver: Callable[[Node], NodeDriver], settings: dict[str, Any],
+                now: datetime) -> list[int]:
+        """The kind's rules over its running jobs, every tick; the ids of the jobs it halted."""
+        return []
+
+
+_REGISTRY: dict[str, JobKind] = {}
+PLAIN = JobKind()
+
+
+def register(kind: JobKind) -> JobKind:
+    if not kind.name or kind.name in _REGISTRY:
+        raise ValueError(f"job kind {kind.name!r} is unnamed or registered twice")
+    _REGISTRY[kind.name] = kind
+    return kind
+
+
+def kind_of(name: str) -> JobKind:
+    """The registered kind, or the plain batch kind for a name nothing registered."""
+    return _REGISTRY.get(name, PLAIN)
+
+
+def all_kinds() -> Iterator[JobKind]:
+    return iter(sorted(_REGISTRY.values(), key=lambda kind: kind.name))
+
+
+def names() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def with_node_flags() -> list[JobKind]:
+    return [kind for kind in all_kinds() if kind.node_flag is not None]

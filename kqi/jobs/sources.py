@@ -1,0 +1,344 @@
+"""What a job runs on, pinned at submit and shipped at start: its dataset, its code from git, its
+parents' outputs and its attachments; and what it actually ran with (provenance) and where it
+sits in the lineage of runs.
+
+In the container: /kqi/git (the repository at the pinned commit), /kqi/input/{area}/{data id}/{file}
+(read-only), /kqi/parent (one parent) or /kqi/parent/{id} (several; read-only), /kqi/attach.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from kqi.accounts.auth import Principal
+from kqi.backends.base import Archive
+from kqi.data import datasets, gitsource, registries
+from kqi.data.blobs import BlobStore
+from kqi.data.items import file_name
+from kqi.errors import Conflict, ServiceError
+from kqi.jobs.files import OUTPUT_NAME_RULE, JobFiles
+from kqi.models import Job
+from kqi.models.data import Dataset, JobAttachment, JobParent, JobSource
+
+SUBMIT_FIELDS = ("dataset_id", "git", "parent_ids", "pull")
+MAX_PARENTS = 16
+INPUT_DIR, PARENT_DIR = "/kqi/input", "/kqi/parent"
+SECRET_NAME = re.compile(r"(?i)(pass|secret|token|key|credential|auth)")
+
+
+def _parent_ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise ServiceError("parent_ids must be a list of job ids", field="parent_ids")
+    ids = list(dict.fromkeys(value))
+    if len(ids) > MAX_PARENTS:
+        raise ServiceError(f"at most {MAX_PARENTS} parents", field="parent_ids")
+    return ids
+
+
+def attach(session: Session, principal: Principal, job: Job, body: dict[str, Any]) -> JobSource:
+    """Pin a new job's sources (cheap checks first, the git fetch last); raise before anything is kept."""
+    settings = current_app.config["KQI"]
+    source = JobSource(job_id=job.id, provenance={})
+    pull = body.get("pull", False)
+    if not isinstance(pull, bool):
+        raise ServiceError("pull must be true or false", field="pull")
+    source.pull = pull
+    links = []
+    for position, parent_id in enumerate(_parent_ids(body.get("parent_ids"))):
+        parent = session.scalar(select(Job).where(Job.id == parent_id, Job.tenant_id == principal.tenant.id))
+        if parent is None or parent.id == job.id:
+            raise ServiceError(f"parent job {parent_id} not found", field="parent_ids")
+        if not parent.status.finished:
+            raise ServiceError(f"parent job {parent_id} has not ended yet ({parent.status.value})", field="parent_ids")
+        links.append(JobParent(job_id=job.id, parent_id=parent.id, position=position))
+    session.add_all(links)
+    if body.get("dataset_id") is not None:
+        dataset = datasets.lock_for_job(session, principal, body["dataset_id"])
+        source.dataset_id, source.dataset_hash = dataset.id, dataset.content_hash
+    if body.get("git") is not None:
+        pinned = gitsource.resolve(session, principal, body["git"], Path(current_app.instance_path),
+                                   allow_local=settings["git_allow_local"])
+        source.git_repository, source.git_branch, source.git_commit = pinned["repository"], pinned["branch"], pinned["commit"]
+    session.add(source)
+    session.flush()
+    # the new job's JSON then reads its sources and parents without a query
+    set_committed_value(job, "source", source)
+    set_committed_value(job, "parent_links", links)
+    return source
+
+
+def details(session: Session, job: Job) -> dict[str, Any]:
+    """For the run page: sources, provenance, lineage and attachments."""
+    return {**as_dict(job), "lineage": lineage(session, job), "attachments": attachments(session, job)}
+
+
+def parent_ids(session: Session, job: Job) -> list[int]:
+    return list(session.scalars(select(JobParent.parent_id).where(JobParent.job_id == job.id).order_by(JobParent.position)))
+
+
+def child_ids(session: Session, job: Job) -> list[int]:
+    return list(session.scalars(select(JobParent.job_id).where(JobParent.parent_id == job.id).order_by(JobParent.job_id)))
+
+
+def refuse_if_parent(session: Session, job: Job) -> None:
+    """A run other runs were built on stays, so their lineage and provenance keep meaning."""
+    children = child_ids(session, job)
+    if children:
+        raise Conflict(f"job {job.id} is the parent of job {children[0]}: it is kept for their lineage")
+
+
+def contract_env(session: Session, job: Job) -> dict[str, str]:
+    """The reserved variables kqi sets from a job's sources (users cannot override them)."""
+    env = {"COLUMNS": str(current_app.config["KQI"]["job_columns"])}
+    source = job.source
+    if source is not None:
+        if source.dataset_id:
+            env["DATASET_ID"] = str(source.dataset_id)
+        if source.git_commit:
+            env["MODEL_REPOSITORY"], env["COMMIT_ID"] = source.git_repository, source.git_commit
+    parents = parent_ids(session, job)
+    if parents:
+        env["PARENT_ID"] = ",".join(map(str, parents))
+    return env
+
+
+# -- shipping at start
+
+@dataclass
+class Shipment:
+    """Tars for one job's start; per-job ones live in `scratch`, removed once every part started."""
+
+    scratch: Path
+    archives: list[Archive] = field(default_factory=list)
+    readonly: list[tuple[str, Archive]] = field(default_factory=list)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _cached_input(instance: Path, dataset: Dataset, store: BlobStore) -> Path:
+    """The dataset's /kqi/input tar, built once per content hash (a locked dataset never changes)."""
+    cache = instance / "cache" / "inputs"
+    target = cache / f"{dataset.content_hash}.tar"
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache, suffix=".partial", delete=False) as partial:
+            pass
+        try:
+            datasets.write_input_tar(dataset, store, Path(partial.name))
+            Path(partial.name).replace(target)
+        finally:
+            Path(partial.name).unlink(missing_ok=True)
+    return target
+
+
+def _parents_tar(instance: Path, parents: list[int], target: Path) -> None:
+    """Stored outputs of the parents: at the top for one parent, under <id>/ for several."""
+    with tarfile.open(target, "w") as archive:
+        for parent_id in parents:
+            files = JobFiles(instance, parent_id)
+            prefix = "" if len(parents) == 1 else f"{parent_id}/"
+            if len(parents) > 1:
+                folder = tarfile.TarInfo(str(parent_id))
+                folder.type, folder.mode = tarfile.DIRTYPE, 0o555
+                archive.addfile(folder)
+            files.add_output_to(archive, prefix)
+
+
+def attachments_tar(store: BlobStore, rows: list[JobAttachment], target: Path, prefix: str = "kqi/attach/") -> None:
+    with tarfile.open(target, "w") as archive:
+        for row in rows:
+            path = store.path(row.sha256)
+            info = archive.gettarinfo(str(path), arcname=prefix + row.name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = 0o644
+            with path.open("rb") as fh:
+                archive.addfile(info, fh)
+
+
+def prepare(session: Session, instance: Path, job: Job) -> Shipment:
+    """Everything the job's containers get before they start. Raises ServiceError when a source
+    can no longer be read (the job then ends in Error with that reason)."""
+    instance = Path(instance)
+    store = BlobStore(instance)
+    scratch = JobFiles(instance, job.id).root / "shipping"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    shipment = Shipment(scratch)
+    source = job.source
+    if source is not None and source.git_commit:
+        shipment.archives.append(gitsource.tree_tar(session, job.user_id, instance, source.git_repository,
+                                                    source.git_commit))
+    rows = list(session.scalars(select(JobAttachment).where(JobAttachment.job_id == job.id).order_by(JobAttachment.id)))
+    if rows:
+        attachments_tar(store, rows, scratch / "attach.tar")
+        shipment.archives.append(scratch / "attach.tar")
+    if source is not None and source.dataset is not None:
+        shipment.readonly.append((INPUT_DIR, _cached_input(instance, source.dataset, store)))
+    elif source is not None and source.data is not None:  # one data item: /kqi/input/{id}/{file}
+        datasets.write_data_tar([(datasets.FLAT, source.data)], store, scratch / "input.tar")
+        shipment.readonly.append((INPUT_DIR, scratch / "input.tar"))
+    parents = parent_ids(session, job)
+    if parents:
+        _parents_tar(instance, parents, scratch / "parent.tar")
+        shipment.readonly.append((PARENT_DIR, scratch / "parent.tar"))
+    return shipment
+
+
+class PullProgress:
+    """The image pull's progress line while a job is Starting (a file: the pull runs outside any
+    transaction, and the job page reads it from another thread)."""
+
+    def __init__(self, instance: Path, job_id: int):
+        self.path = JobFiles(instance, job_id).root / "pull-progress.txt"
+
+    def __call__(self, text: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(text[:500])
+        partial.replace(self.path)
+
+    def read(self) -> str:
+        try:
+            return self.path.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def registry_auth(session: Session, job: Job) -> dict[str, str] | None:
+    return registries.auth_config(session, job.user_id, job.image)
+
+
+def pull_requested(job: Job) -> bool:
+    return bool(job.source and job.source.pull)
+
+
+# -- provenance and lineage
+
+def masked_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: ("****" if SECRET_NAME.search(k) else v) for k, v in env.items()}
+
+
+def record_provenance(session: Session, job: Job, env: dict[str, str], image: dict[str, object]) -> None:
+    """What the job actually ran with, written once when it starts."""
+    source = job.source
+    if source is None:
+        source = JobSource(job_id=job.id, provenance={})
+        session.add(source)
+    source.provenance = {
+        "image": {"reference": job.image, **image},
+        "git": {"repository": source.git_repository, "branch": source.git_branch or None,
+                "commit": source.git_commit} if source.git_commit else None,
+        "dataset": {"id": source.dataset_id, "content_hash": source.dataset_hash} if source.dataset_id else None,
+        "data": {"id": source.data_id, "files": [{"name": f.name, "sha256": f.sha256} for f in source.data.files]}
+        if source.data is not None else None,
+        "parents": parent_ids(session, job),
+        "resources": {"cpu": job.cpu_milli / 1000, "memory_gb": round(job.memory_mib / 1024, 3),
+                      "gpu": job.gpu_milli / 1000, "nodes": job.nodes},
+        "placement": [{"rank": p.rank, "node": p.node.name, "gpu_indices": list(p.gpu_indices or [])} for p in job.parts],
+        "environment": masked_env(env),
+    }
+
+
+def record_refused_outputs(session: Session, job: Job, refused: list[str]) -> None:
+    if not refused:
+        return
+    source = job.source or JobSource(job_id=job.id, provenance={})
+    session.add(source)
+    source.provenance = {**(source.provenance or {}), "refused_outputs": {
+        "message": f"{len(refused)} output entries were not kept: names may only use {OUTPUT_NAME_RULE}, "
+                   "and only files and folders inside /kqi/output are taken",
+        "names": refused[:100]}}
+
+
+def as_dict(job: Job, parent_ids: list[int] | None = None) -> dict[str, Any]:
+    """The job's sources; `parent_ids` as jobs.as_dict read them (None: from the job)."""
+    source = job.source
+    git = None
+    if source is not None and source.git_commit:
+        git = {"repository": source.git_repository, "branch": source.git_branch or None, "commit": source.git_commit}
+    return {
+        "dataset_id": source.dataset_id if source else None,
+        "dataset_hash": (source.dataset_hash or None) if source else None,
+        "git": git,
+        "parent_ids": [link.parent_id for link in job.parent_links] if parent_ids is None else parent_ids,
+        "pull": bool(source and source.pull),
+        "provenance": (source.provenance or None) if source else None,
+    }
+
+
+def lineage(session: Session, job: Job) -> dict[str, Any]:
+    """Upstream (dataset, parents, their parents...) and downstream (children, theirs...) of a run,
+    within its tenant: nodes and edges for the run page."""
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: set[tuple[str, str]] = set()
+
+    def job_node(j: Job) -> str:
+        key = f"job:{j.id}"
+        nodes[key] = {"key": key, "type": j.kind, "id": j.id, "label": j.name, "status": j.status.value}
+        if j.source is not None and j.source.dataset_id:
+            ds_key = f"dataset:{j.source.dataset_id}"
+            nodes[ds_key] = {"key": ds_key, "type": "dataset", "id": j.source.dataset_id,
+                             "label": j.source.dataset.name if j.source.dataset else str(j.source.dataset_id)}
+            edges.add((ds_key, key))
+        return key
+
+    def walk(start: Job, step, forward: bool) -> None:
+        frontier, seen = [start], {start.id}
+        while frontier:
+            current = frontier.pop()
+            for other_id in step(session, current):
+                other = session.scalar(select(Job).where(Job.id == other_id, Job.tenant_id == job.tenant_id))
+                if other is None:
+                    continue
+                a, b = job_node(current), job_node(other)
+                edges.add((a, b) if forward else (b, a))
+                if other.id not in seen and len(seen) < 200:
+                    seen.add(other.id)
+                    frontier.append(other)
+
+    job_node(job)
+    walk(job, parent_ids, forward=False)
+    walk(job, child_ids, forward=True)
+    return {"nodes": list(nodes.values()), "edges": [{"from": a, "to": b} for a, b in sorted(edges)]}
+
+
+def attachments(session: Session, job: Job) -> list[JobAttachment]:
+    return list(session.scalars(select(JobAttachment).where(JobAttachment.job_id == job.id).order_by(JobAttachment.id)))
+
+
+def add_attachment(session: Session, job: Job, name: str, sha: str, size: int) -> JobAttachment:
+    """Attach a file to a job that has not ended; the caller ships it to a running container."""
+    name = file_name(name)
+    if job.status.finished:
+        raise Conflict(f"job {job.id} has ended ({job.status.value}): nothing can be attached any more")
+    if session.scalar(select(JobAttachment.id).where(JobAttachment.job_id == job.id, JobAttachment.name == name)):
+        raise Conflict(f"job {job.id} already has an attachment named {name!r}", field="name")
+    row = JobAttachment(job_id=job.id, name=name, sha256=sha, size=size)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def ship_attachment(store: BlobStore, row: JobAttachment, driver, container_id: str, scratch: Path) -> None:
+    """Put one attachment into a running container's /kqi/attach (from a tar on disk, streamed)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=scratch, suffix=".tar") as tmp:
+        attachments_tar(store, [row], Path(tmp.name), prefix="")
+        driver.upload(container_id, "/kqi/attach", Path(tmp.name))

@@ -1,0 +1,111 @@
+"""What a tenant can use right now, and whether a job it is about to submit would start at once.
+
+The estimate asks the scheduler itself: it reads the same snapshot the loop reads, adds the
+hypothetical job to the queue as the newest job, and runs the same pure plan(). Nothing about
+placement is decided here, so the answer is what the next tick would do with the cluster as it is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from kqi import validation as v
+from kqi.accounts.auth import Principal
+from kqi.jobs import lifecycle as jobs
+from kqi.scheduler import snapshot
+from kqi.scheduler.fit import NodeFree
+from kqi.scheduler.model import WHOLE_GPU, ClusterState, JobRequest
+from kqi.scheduler.plan import plan
+
+# No stored job has id 0: the hypothetical job's placement or pending entry is found by it.
+ESTIMATE_ID = 0
+# parse_submission requires these; an estimate is about resources, so stand-ins fill what the
+# caller left out (anything the caller did send is still validated as for a submit).
+STAND_INS = {"name": "estimate", "image": "estimate", "command": "true", "cpu": 1, "memory_gb": 1}
+
+
+def _open_to(view, tenant: str) -> bool:
+    return view.tenants is None or tenant in view.tenants
+
+
+def _partitions(view) -> list[str]:
+    """The labels a submit may name: the scheduler also gives nodes synthetic labels (with spaces,
+    kqi/kinds/interactive.py) that only its own service jobs ask for."""
+    return sorted(label for label in view.labels if v.PARTITION.match(label))
+
+
+def _gb(mib: int) -> float:
+    return round(mib / 1024, 2)
+
+
+def overview(state: ClusterState, tenant: str) -> dict[str, Any]:
+    """Partitions and free capacity of the nodes `tenant` may use, and its quota and use."""
+    free = {view.name: NodeFree.of(view) for view in state.nodes if _open_to(view, tenant)}
+    used = [0, 0, 0]
+    for job in state.running:
+        for part in job.parts:
+            if part.node in free:
+                free[part.node].take(part)
+            if job.tenant == tenant:
+                used[0] += part.cpu_milli
+                used[1] += part.memory_mib
+                used[2] += part.gpu_milli
+    nodes = []
+    for view in state.nodes:
+        if view.name not in free:
+            continue
+        node = free[view.name]
+        nodes.append({
+            "node": view.name, "schedulable": view.schedulable, "partitions": _partitions(view),
+            "cpu_free": node.cpu_milli / 1000, "cpu_total": view.cpu_milli / 1000,
+            "memory_free_gb": _gb(node.memory_mib), "memory_total_gb": _gb(view.memory_mib),
+            "gpus_free": node.whole_free, "gpus_total": len(view.gpus),
+            "gpu_share_free": node.max_gpu_free / WHOLE_GPU,
+        })
+    quota = state.quotas.get(tenant)
+    return {
+        "partitions": sorted({label for view in state.nodes if view.name in free for label in _partitions(view)}),
+        "free": nodes,
+        "quota": {
+            "cpu": quota.cpu_milli / 1000 if quota and quota.cpu_milli is not None else None,
+            "memory_gb": _gb(quota.memory_mib) if quota and quota.memory_mib is not None else None,
+            "gpu": quota.gpu_milli / WHOLE_GPU if quota and quota.gpu_milli is not None else None,
+            "used": {"cpu": used[0] / 1000, "memory_gb": _gb(used[1]), "gpu": used[2] / WHOLE_GPU},
+        },
+    }
+
+
+def request_for(principal: Principal, body: Any, now: float) -> JobRequest:
+    """The job a submission body would queue, as the scheduler sees it (validated as a submit)."""
+    fields = jobs.parse_submission({**STAND_INS, **v.require_object(body)})
+    return JobRequest(job_id=ESTIMATE_ID, tenant=principal.tenant.name, submit_time=now,
+                      cpu_milli=fields["cpu_milli"], memory_mib=fields["memory_mib"], gpu_milli=fields["gpu_milli"],
+                      partition=fields["partition"] or None, priority=fields["priority"],
+                      time_limit_s=fields["time_limit_s"], nodes=fields["nodes"])
+
+
+def estimate_in(state: ClusterState, request: JobRequest) -> dict[str, Any]:
+    """Run the plan with `request` queued last: where it would start now, or why it would wait."""
+    result = plan(dataclasses.replace(state, queue=state.queue + (request,)))
+    placed = next((p for p in result.placements if p.job_id == request.job_id), None)
+    if placed is not None:
+        return {"starts_now": True, "node": placed.parts[0].node, "nodes": [p.node for p in placed.parts],
+                "gpu_indices": list(placed.parts[0].gpu_indices), "queue_position": None, "reasons": []}
+    pending = next(p for p in result.pending if p.job_id == request.job_id)
+    return {"starts_now": False, "node": None, "nodes": [], "gpu_indices": [], "queue_position": pending.position,
+            "reasons": list(pending.reasons)}
+
+
+def read_state(session: Session, now: float | None = None) -> ClusterState:
+    return snapshot.read(session, now=time.time() if now is None else now).state
+
+
+def estimate(session: Session, principal: Principal, body: Any, now: float | None = None) -> dict[str, Any]:
+    """The availability of the caller's tenant and the estimate for the job `body` describes."""
+    now = time.time() if now is None else now
+    request = request_for(principal, body, now)  # a bad body is refused before the snapshot is read
+    state = read_state(session, now)
+    return {**estimate_in(state, request), **overview(state, principal.tenant.name)}
