@@ -56,11 +56,11 @@ import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import requests
 
+from bench.procs import server_cpu_s
 from bench.start_latency import _percentile, kqi_process
 
 USERS, TENANTS = 20, 4
@@ -171,26 +171,6 @@ def make_users(base: str, admin_token: str) -> list[str]:
         answer.raise_for_status()
         tokens.append(answer.json()["token"])
     return tokens
-
-
-def server_cpu_s() -> float:
-    """CPU seconds used so far by the `kqi_app.py serve` child of this process and its own children (the
-    web worker processes): its cost per request, which a busy machine disturbs far less than it does
-    latencies."""
-    processes = {}  # pid -> (parent pid, CPU seconds, a serve process)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-            cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-            processes[int(stat.parent.name)] = (int(fields[1]), cpu_s, b"serve" in (stat.parent / "cmdline").read_bytes())
-        except (OSError, ValueError, IndexError):  # gone meanwhile
-            continue
-    counted = {pid for pid, (parent, _, serve) in processes.items() if parent == os.getpid() and serve}
-    while True:
-        more = {pid for pid, (parent, _, _) in processes.items() if parent in counted} - counted
-        if not more:
-            return sum(processes[pid][1] for pid in counted)
-        counted |= more
 
 
 class Recorder:

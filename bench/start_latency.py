@@ -109,13 +109,19 @@ def kqi_sample(base: str, token: str, index: int) -> float:
     return (started - submitted).total_seconds()
 
 
-def docker_sample(client: docker.DockerClient, index: int) -> float:
+def bare_start(client: docker.DockerClient, name: str, command: str = COMMAND, cpu: float = 0.1):
+    """`docker create` + `start` of the bench image as kqi starts a job's container (the command under
+    /bin/sh -c, CPU and memory limits); returns (the container, seconds)."""
     begin = time.perf_counter()
-    container = client.containers.create(IMAGE, entrypoint=["/bin/sh", "-c"], command=[COMMAND],
-                                         name=f"bench-bare-{os.getpid()}-{index}", nano_cpus=100_000_000,
-                                         mem_limit=64 * 1024 * 1024, labels={"kqi.bench": "1"}, detach=True)
+    container = client.containers.create(IMAGE, entrypoint=["/bin/sh", "-c"], command=[command], name=name,
+                                         nano_cpus=round(cpu * 1e9), mem_limit=64 * 1024 * 1024,
+                                         labels={"kqi.bench": "1"}, detach=True)
     container.start()
-    elapsed = time.perf_counter() - begin
+    return container, time.perf_counter() - begin
+
+
+def docker_sample(client: docker.DockerClient, index: int) -> float:
+    container, elapsed = bare_start(client, f"bench-bare-{os.getpid()}-{index}")
     container.remove(force=True)
     return elapsed
 
