@@ -6,6 +6,8 @@
     node-loss       a node's dockerd killed mid-job: time until Offline and its jobs ended
     restart-recovery  the server killed (kill -9) with 20 jobs running: time until all are collected
     soak            500 short jobs on 3 engines, one killed and restarted midway: lost, double-started
+    core            the execution core: six scenarios (a halt, a dataset, a frozen node, a burst, a 5 GB
+                    log) through a real server on two engines, each against bare docker create + start
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import sys
 
 BENCHES = {"start-latency": "bench.start_latency", "plan-speed": "bench.plan_speed", "load": "bench.load",
            "node-loss": "bench.nodes:node_loss_main", "restart-recovery": "bench.nodes:restart_recovery_main",
-           "soak": "bench.nodes:soak_main"}
+           "soak": "bench.nodes:soak_main", "core": "bench.core"}
 
 
 def _bench(name: str):
