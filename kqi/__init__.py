@@ -14,6 +14,7 @@ from sqlalchemy.pool import Pool
 
 from kqi import config as kqi_config
 from kqi import crypto
+from kqi.backends import registry as backends
 from kqi.extensions import csrf, db, login_manager, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ def _instance_secret(instance: Path, name: str, make) -> str:
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
-    settings = kqi_config.load(overrides=overrides)
+    settings = kqi_config.load(overrides=overrides, defaults={**kqi_config.DEFAULTS, **backends.config_defaults()})
     instance = Path(settings["instance"]).resolve()
     instance.mkdir(parents=True, exist_ok=True)
     app = Flask(

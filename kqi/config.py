@@ -1,5 +1,8 @@
 """Configuration: built-in defaults, then a TOML file, then environment variables, then overrides.
 
+The defaults are the ones below plus each execution backend's own keys (`Backend.config`, merged
+by the app factory: kqi/backends/registry.py `config_defaults`).
+
 The TOML file is `config.toml` in the working directory, or the file named by `KQI_CONFIG`.
 Keys in the file are lower-case (`port = 5000`); the environment uses `KQI_` + the upper-case key
 (`KQI_PORT=5000`). Values from the environment are converted to the type of the default.
@@ -25,7 +28,6 @@ DEFAULTS: dict[str, Any] = {
     "scheduler_enabled": True,
     "scheduler_interval_s": 2.0,  # fallback only: a submit wakes the loop at once
     "site_id": "",  # empty: generated once; labels this site's containers on shared engines
-    "docker_timeout_s": 30,
     "stop_grace_s": 10,  # SIGTERM, then SIGKILL after this long, when a job is halted or times out
     "heartbeat_timeout_s": 5.0,  # a node that does not answer its heartbeat (every tick) within this is Unreachable
     "node_offline_grace_s": 15.0,  # unreachable this long: Offline, and its jobs are lost
@@ -67,21 +69,24 @@ def _coerce(key: str, raw: str, default: Any) -> Any:
     return raw
 
 
-def load(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Return the merged settings, lower-case keys, values typed as in DEFAULTS."""
+def load(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None,
+         defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the merged settings, lower-case keys, values typed as in the defaults (DEFAULTS, or
+    `defaults`: DEFAULTS with the backends' keys)."""
     environ = os.environ if environ is None else environ
-    settings = dict(DEFAULTS)
+    defaults = DEFAULTS if defaults is None else defaults
+    settings = dict(defaults)
     path = Path(environ.get("KQI_CONFIG", "config.toml"))
     if path.is_file():
         with path.open("rb") as fh:
             from_file = tomllib.load(fh)
-        unknown = sorted(set(from_file) - set(DEFAULTS))
+        unknown = sorted(set(from_file) - set(defaults))
         if unknown:
             raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
         settings.update(from_file)
     elif "KQI_CONFIG" in environ:
         raise ConfigError(f"KQI_CONFIG names {path}, which does not exist")
-    for key, default in DEFAULTS.items():
+    for key, default in defaults.items():
         raw = environ.get(f"KQI_{key.upper()}")
         if raw is not None:
             settings[key] = _coerce(key, raw, default)

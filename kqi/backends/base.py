@@ -1,10 +1,9 @@
-"""Node drivers: how kqi reaches the Docker engine of a node.
+"""What every execution backend shares: the driver protocol, the container spec and state, errors.
 
-`driver_for(url, credentials=...)` returns the driver for a node URL: unix:// (a local socket),
-tcp:// (plain, or TLS with the node's CA and client certificate: kqi/backends/docker/tls.py) or
-ssh://user@host:port[/remote/docker.sock] (paramiko, host key pinned: kqi/backends/docker/ssh.py). Every
-driver offers the same operations (`NodeDriver`), so the scheduler loop never knows which
-transport it is using.
+`kqi.backends.registry.driver_for(url, credentials=...)` returns the driver of the backend owning
+the URL's scheme (the Docker Engine's unix://, tcp:// with TLS and ssh://: kqi/backends/docker/).
+Every driver offers the same operations (`NodeDriver`), so the scheduler loop never knows which
+backend or transport it is using; what a backend cannot do is in its `Capabilities`.
 """
 from __future__ import annotations
 

@@ -1,14 +1,17 @@
 """Registered nodes: registration (reading the inventory from the engine), the admin's settings,
 SSH host key confirmation, inventory refresh and GPU discovery.
 
-Transports: unix:// (local socket), tcp:// (plain, or TLS with tls_ca, tls_cert, tls_key) and
-ssh://user@host:port[/remote/docker.sock] (ssh_private_key, host key pinned by its SHA256
-fingerprint). TLS and SSH keys are sealed (kqi/crypto.py) and never shown again.
+A node's URL names its backend (kqi/backends/registry.py): the Docker Engine's unix:// (local
+socket), tcp:// (plain, or TLS with tls_ca, tls_cert, tls_key) and ssh://user@host:port[/socket]
+(ssh_private_key, host key pinned by its SHA256 fingerprint). Which credentials a node takes, and
+the rules for them, are its backend's credentials schema; secret ones are sealed (kqi/crypto.py)
+and never shown again.
 """
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from kqi import crypto
 from kqi import validation as v
+from kqi.backends import registry as backends
 from kqi.backends.base import Credentials, GpuInfo, HostKeyMismatch, NodeError
 from kqi.backends.docker.gpus import model_label
-from kqi.backends.registry import driver_for, validate_url
 from kqi.cluster import health as node_health
 from kqi.errors import Conflict, NotFound, ServiceError
 from kqi.jobs import lifecycle as jobs
@@ -29,12 +32,11 @@ from kqi.models.nodes import NodeEvent, NodeGpu
 
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,254}$")
-FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 GPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
-PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----")
-SECRET_FIELDS = ("tls_ca", "tls_cert", "tls_key", "ssh_private_key")
+HOST_KEY_FIELD = "ssh_host_key_fingerprint"  # the pinned host key: stored with the node, not sealed
+SECRET_FIELDS = backends.secret_fields()
 SETTINGS_FIELDS = ("partition", "address", "gpus", "gpu_model", "tenants", "allow_notebooks", "allow_tensorboard")
-NODE_FIELDS = ("name", "url", *SECRET_FIELDS, "ssh_host_key_fingerprint", *SETTINGS_FIELDS)
+NODE_FIELDS = ("name", "url", *(f.name for f in backends.credential_fields()), *SETTINGS_FIELDS)
 UPDATE_FIELDS = ("state", *SETTINGS_FIELDS)
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
 MAX_GPUS = 64
@@ -42,37 +44,26 @@ MAX_GPUS = 64
 
 # -- credentials
 
-def _pem(body: Any, field: str) -> str:
-    value = v.text(body, field, max_len=32768)
-    if value and not PEM.search(value):
-        raise ServiceError(f"{field} must be PEM text (-----BEGIN ...-----)", field=field)
+def _credential(body: Mapping[str, Any], item: backends.CredentialField, required: bool = False) -> str:
+    value = v.text(body, item.name, required=required, max_len=item.max_len)
+    problem = value and item.problem(value)
+    if problem:
+        raise ServiceError(problem, field=item.name)
     return value
 
 
-def _parse_credentials(body: Any, scheme: str) -> Credentials:
-    creds = Credentials(**{field: _pem(body, field) for field in SECRET_FIELDS},
-                        ssh_host_key_fingerprint=v.text(body, "ssh_host_key_fingerprint", max_len=80, pattern=FINGERPRINT,
-                                                        rule="SHA256:... as `ssh-keygen -lf` prints it"))
-    if creds.tls and scheme != "tcp":
-        raise ServiceError("tls_ca, tls_cert and tls_key are for tcp:// nodes", field="tls_ca")
-    if creds.tls and not (creds.tls_ca and creds.tls_cert and creds.tls_key):
-        missing = next(f for f in ("tls_ca", "tls_cert", "tls_key") if not getattr(creds, f))
-        raise ServiceError(f"TLS needs tls_ca, tls_cert and tls_key together; {missing} is missing", field=missing)
-    if scheme == "ssh" and not creds.ssh_private_key:
-        raise ServiceError("an ssh:// node needs ssh_private_key", field="ssh_private_key")
-    if scheme != "ssh" and (creds.ssh_private_key or creds.ssh_host_key_fingerprint):
-        raise ServiceError("ssh_private_key and ssh_host_key_fingerprint are for ssh:// nodes", field="ssh_private_key")
+def _parse_credentials(body: Mapping[str, Any], backend: backends.Backend, scheme: str) -> Credentials:
+    """The node's credentials, checked against its backend's schema: each field's format first,
+    then which fields its URL scheme takes, then the material itself (a key that loads)."""
+    schema = backend.credentials
+    for item in backends.credential_fields():
+        if item.name not in schema.names() and body.get(item.name):
+            raise ServiceError(f"{item.name} is not for {backend.name} nodes", field=item.name)
+    creds = Credentials(**{item.name: _credential(body, item) for item in schema.fields})
     try:
-        if creds.tls:
-            from kqi.backends.docker.tls import ssl_context
-
-            ssl_context(creds)
-        if creds.ssh_private_key:
-            from kqi.backends.docker.ssh import load_private_key
-
-            load_private_key(creds.ssh_private_key)
-    except NodeError as exc:
-        raise ServiceError(str(exc), field="ssh_private_key" if scheme == "ssh" else "tls_cert") from None
+        schema.check(creds, scheme)
+    except backends.CredentialsError as exc:
+        raise ServiceError(str(exc), field=exc.field) from None
     return creds
 
 
@@ -89,8 +80,10 @@ def credentials(node: Node) -> Credentials:
 
 
 def transport(node: Node) -> str:
-    scheme = urlsplit(node.url).scheme
-    return "tls" if scheme == "tcp" and node.credentials_sealed else scheme
+    try:
+        return backends.backend_for(node.url).transport(node.url, bool(node.credentials_sealed))
+    except NodeError:  # a backend no longer installed: the scheme is all there is to show
+        return urlsplit(node.url).scheme
 
 
 # -- settings shared by register and update
@@ -160,13 +153,9 @@ def _set_gpus(session: Session, node: Node, found: list[GpuInfo]) -> None:
 
 # -- register, confirm, refresh, update
 
-def _driver(node: Node, creds: Credentials, timeout_s: int):
-    return driver_for(node.url, timeout_s=timeout_s, credentials=creds)
-
-
 def _read_inventory(session: Session, node: Node, creds: Credentials, timeout_s: int) -> str:
     """Fill the node's capacity and GPUs from the engine (and nvidia-smi over SSH); return a summary."""
-    driver = _driver(node, creds, timeout_s)
+    driver = backends.driver_for(node.url, timeout_s=timeout_s, credentials=creds)
     try:
         inventory = driver.inventory()
         try:
@@ -189,8 +178,9 @@ def _read_inventory(session: Session, node: Node, creds: Credentials, timeout_s:
 
 def _unreachable(exc: NodeError, url: str) -> ServiceError:
     if isinstance(exc, HostKeyMismatch):
-        return ServiceError(str(exc), field="ssh_host_key_fingerprint", code="host_key_mismatch", status=422)
-    return ServiceError(f"cannot reach the Docker engine at {url}: {exc}", field="url", code="unreachable", status=422)
+        return ServiceError(str(exc), field=HOST_KEY_FIELD, code="host_key_mismatch", status=422)
+    return ServiceError(f"cannot reach the {backends.backend_for(url).reaches} at {url}: {exc}", field="url",
+                        code="unreachable", status=422)
 
 
 def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
@@ -201,11 +191,11 @@ def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
     name = v.text(body, "name", required=True, max_len=63, pattern=NODE_NAME,
                   rule="lower-case letters, digits, '-' and '.'")
     url = v.text(body, "url", required=True, max_len=512)
-    problem = validate_url(url)
+    problem = backends.validate_url(url)
     if problem:
         raise ServiceError(problem, field="url")
-    scheme = urlsplit(url).scheme
-    creds = _parse_credentials(body, scheme)
+    backend = backends.backend_for(url)
+    creds = _parse_credentials(body, backend, urlsplit(url).scheme)
     if session.scalar(select(Node.id).where(Node.name == name)) is not None:
         raise Conflict(f"node {name} already exists", field="name")
     node = Node(name=name, url=url, cpu_milli=0, memory_mib=0, gpu_count=0, partition="", address="",
@@ -213,12 +203,9 @@ def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
                 schedulable=True, gpu_source="declared")
     session.add(node)
     _apply_settings(session, node, {"address": "", **body})
-    if scheme == "ssh" and not creds.ssh_host_key_fingerprint:
-        from kqi.backends.docker.ssh import scan_host_key
-
-        parts = urlsplit(url)
+    if backend.pins_host_key(url) and not creds.ssh_host_key_fingerprint:
         try:
-            seen = scan_host_key(parts.hostname, parts.port or 22, timeout_s)
+            seen = backend.scan_host_key(url, timeout_s)
         except NodeError as exc:
             raise _unreachable(exc, url) from None
         node.ssh_host_key_fingerprint, node.host_key_confirmed = seen, False
@@ -239,21 +226,19 @@ def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
 def confirm_host_key(session: Session, node: Node, body: Any, timeout_s: int = 30) -> Node:
     """Pin the SSH host key the admin confirms: it must be the one the server presents now."""
     body = v.require_object(body)
-    v.reject_unknown(body, ("ssh_host_key_fingerprint",))
-    if urlsplit(node.url).scheme != "ssh":
-        raise ServiceError("only ssh:// nodes have a host key", field="ssh_host_key_fingerprint")
-    given = v.text(body, "ssh_host_key_fingerprint", required=True, max_len=80, pattern=FINGERPRINT,
-                   rule="SHA256:... as `ssh-keygen -lf` prints it")
-    from kqi.backends.docker.ssh import scan_host_key
-
-    parts = urlsplit(node.url)
+    v.reject_unknown(body, (HOST_KEY_FIELD,))
+    backend = backends.backend_for(node.url)
+    if not backend.pins_host_key(node.url):
+        raise ServiceError("only ssh:// nodes have a host key", field=HOST_KEY_FIELD)
+    pinned = next(item for item in backend.credentials.fields if item.name == HOST_KEY_FIELD)
+    given = _credential(body, pinned, required=True)
     try:
-        seen = scan_host_key(parts.hostname, parts.port or 22, timeout_s)
+        seen = backend.scan_host_key(node.url, timeout_s)
     except NodeError as exc:
         raise _unreachable(exc, node.url) from None
     if seen != given:
         raise ServiceError(f"the server now presents {seen}, not {given}; nothing was changed",
-                           field="ssh_host_key_fingerprint", code="host_key_mismatch", status=422)
+                           field=HOST_KEY_FIELD, code="host_key_mismatch", status=422)
     node.ssh_host_key_fingerprint, node.host_key_confirmed = seen, True
     try:
         summary = _read_inventory(session, node, credentials(node), timeout_s)

@@ -2,8 +2,9 @@
 
 Every job is queued, placed, started, watched and collected the same way (kqi/jobs/runner.py,
 kqi/scheduler/). A kind adds only what is its own, by overriding the hooks of `JobKind`:
-- `node_flag`: the placement constraint, a node attribute that must be true for the kind to run
-  there (notebooks need `Node.allow_notebooks`); `unplaceable` words the wait when no node has it;
+- `node_flag` and `needs`: the placement constraint, a node attribute that must be true for the
+  kind to run there (notebooks need `Node.allow_notebooks`) and the capabilities its node's backend
+  must have (kqi/backends/registry.py `Capabilities`: notebooks need `published_ports`);
 - `ship` and `adapt`: extra files for the container, and the container spec itself (argv, ports);
 - `on_started`: after its containers started (read back a published port);
 - `on_collected`: after its outputs were collected, before the job's end is written (turn output
@@ -17,6 +18,7 @@ and the list in kqi/kinds/__init__.py, nothing else.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from kqi.backends.base import ContainerSpec, NodeDriver
+from kqi.backends.registry import Capabilities, capabilities_of
 from kqi.models import Job, JobStatus, Node
 
 if TYPE_CHECKING:
@@ -36,9 +39,18 @@ class JobKind:
     name: str = ""
     noun: str = ""  # how a person names jobs of this kind in a sentence ("notebooks")
     node_flag: str | None = None  # a Node attribute that must be true to run this kind there
+    needs: tuple[str, ...] = ()  # capabilities the node's backend must have (fields of Capabilities)
+
+    @property
+    def constrained(self) -> bool:
+        """Whether some nodes may not run this kind."""
+        return self.node_flag is not None or bool(self.needs)
 
     def allowed_on(self, node: Node) -> bool:
-        return self.node_flag is None or bool(getattr(node, self.node_flag))
+        if self.node_flag is not None and not getattr(node, self.node_flag):
+            return False
+        capabilities = capabilities_of(node.url)
+        return all(getattr(capabilities, capability) for capability in self.needs)
 
     def ship(self, session: Session, instance: Path, job: Job, shipment: Shipment) -> None:
         """Add this kind's own files to the job's shipment."""
@@ -66,6 +78,9 @@ PLAIN = JobKind()
 def register(kind: JobKind) -> JobKind:
     if not kind.name or kind.name in _REGISTRY:
         raise ValueError(f"job kind {kind.name!r} is unnamed or registered twice")
+    unknown = sorted(set(kind.needs) - {f.name for f in fields(Capabilities)})
+    if unknown:
+        raise ValueError(f"job kind {kind.name!r} needs capabilities no backend declares: {unknown}")
     _REGISTRY[kind.name] = kind
     return kind
 
@@ -83,5 +98,6 @@ def names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def with_node_flags() -> list[JobKind]:
-    return [kind for kind in all_kinds() if kind.node_flag is not None]
+def constrained() -> list[JobKind]:
+    """The kinds some nodes may not run (a node flag, a backend capability)."""
+    return [kind for kind in all_kinds() if kind.constrained]

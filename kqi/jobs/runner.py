@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
 from kqi.admin import site_settings
+from kqi.backends import registry as backends
 from kqi.backends.base import (
     LABEL_JOB,
     LABEL_KIND,
@@ -128,6 +129,8 @@ def start(session: Session, ctx: RunContext, job: Job) -> None:
         shipment = job_sources.prepare(session, ctx.instance, job)
         kind.ship(session, ctx.instance, job, shipment)
         specs = [kind.adapt(session, job, spec_for(job, part, ctx, shipment)) for part in job.parts]
+        for part, spec in zip(job.parts, specs):  # every part's backend can run it, before any starts
+            backends.refuse_unsupported(part.node.url, spec)
         for part, spec in zip(job.parts, specs):
             part.container_id = ctx.driver(part.node).start(spec)
         kind.on_started(session, ctx.driver(job.parts[0].node), job)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from kqi import validation as v
 from kqi.accounts.auth import Principal
 from kqi.admin import audit
+from kqi.backends import registry as backends
 from kqi.backends.base import NodeError
 from kqi.errors import Conflict, ServiceError
 from kqi.jobs import lifecycle as jobs
@@ -67,6 +68,9 @@ def run(session: Session, ctx: RunContext, principal: Principal, job_id: int, bo
     master = job.parts[0] if job.parts else None
     if job.status != JobStatus.RUNNING or master is None or not master.container_id:
         raise Conflict(f"job {job.id} is {job.status.value}: commands run only in a running container")
+    backend = backends.backend_for(master.node.url)
+    if not backend.capabilities.exec:
+        raise Conflict(f"job {job.id} runs on a {backend.name} node, where commands cannot run in a container")
     shown = argv[2] if argv[:2] == ["/bin/sh", "-c"] else shlex.join(argv)
     secrets = [value for name, value in (job.env or {}).items() if SECRET_NAME.search(name)]
     status = 409

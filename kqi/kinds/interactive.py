@@ -45,7 +45,10 @@ MAX_IDLE_CHECK_EVERY_S = 30.0
 
 class InteractiveKind(JobKind):
     """A kind whose container serves HTTP on a published port (notebook, TensorBoard): it runs the
-    site's argv instead of `sh -c`, only on nodes whose flag allows it, with a row beside the job."""
+    site's argv instead of `sh -c`, only on nodes whose flag allows it and whose backend publishes
+    ports, with a row beside the job."""
+
+    needs = ("published_ports",)
 
     def __init__(self, name: str, noun: str, node_flag: str):
         self.name, self.noun, self.node_flag = name, noun, node_flag

@@ -15,8 +15,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
 from kqi.admin import notify
+from kqi.backends import registry as backends
 from kqi.backends.base import ContainerState, NodeDriver, NodeError
-from kqi.backends.registry import driver_for
 from kqi.cluster import health as node_health
 from kqi.cluster import registry as node_registry
 from kqi.cluster import samples as cluster_samples
@@ -57,7 +57,7 @@ class SchedulerService:
         self.app = app
         settings = app.config["KQI"]
         self.interval_s = float(settings["scheduler_interval_s"])
-        self.timeout_s = int(settings["docker_timeout_s"])
+        self.settings = settings
         self.stop_grace_s = int(settings["stop_grace_s"])
         self.grace_s = float(settings["node_offline_grace_s"])
         self.requeue_default = bool(settings["requeue_on_node_loss"])
@@ -98,12 +98,12 @@ class SchedulerService:
             return cached[1]
         if cached is not None:
             cached[1].close()
-        driver = driver_for(node.url, timeout_s=timeout_s, credentials=node_registry.credentials(node))
+        driver = backends.driver_for(node.url, timeout_s=timeout_s, credentials=node_registry.credentials(node))
         cache[node.id] = (made_from, driver)
         return driver
 
     def driver(self, node: Node) -> NodeDriver:
-        return self._cached(self._drivers, node, self.timeout_s)
+        return self._cached(self._drivers, node, backends.timeout_s(self.settings, node.url))
 
     def run_context(self) -> job_runner.RunContext:
         return job_runner.RunContext(instance=self.app.instance_path, site=self.app.config["KQI_SITE"],

@@ -1,8 +1,9 @@
 """Kinds' placement constraints as the pure planner sees them.
 
 The planner matches a job's partition against each node's labels and knows nothing of kinds. A
-kind that may run only on flagged nodes (kqi/jobs/kinds.py `node_flag`) is given a label of its
-own on each node that allows it, one per partition of the node, and its jobs ask for that label.
+kind that may run only on some nodes (kqi/jobs/kinds.py `node_flag`, or a capability its node's
+backend must have, `needs`) is given a label of its own on each node that allows it, one per
+partition of the node, and its jobs ask for that label.
 `readable_reasons` words the planner's "partition ... has no nodes" for such a label as a person
 would ("no node allows notebooks").
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from kqi.jobs.kinds import kind_of, with_node_flags
+from kqi.jobs.kinds import constrained, kind_of
 from kqi.models import Node
 
 _NO_NODES = re.compile(r"^partition (\S+) for (\S+)s has no nodes$")
@@ -23,9 +24,9 @@ def _label(kind: str, partition: str | None) -> str:
 
 
 def node_labels(node: Node, labels: list[str]) -> frozenset[str]:
-    """The node's partition labels plus, for each flagged kind it allows, that kind's labels."""
+    """The node's partition labels plus, for each constrained kind it allows, that kind's labels."""
     extra = set()
-    for kind in with_node_flags():
+    for kind in constrained():
         if kind.allowed_on(node):
             extra.update(_label(kind.name, label) for label in [None, *labels])
     return frozenset(labels) | extra
@@ -33,7 +34,7 @@ def node_labels(node: Node, labels: list[str]) -> frozenset[str]:
 
 def request_partition(kind: str, partition: str | None) -> str | None:
     """The partition label a queued job asks the planner for."""
-    return _label(kind, partition) if kind_of(kind).node_flag else partition
+    return _label(kind, partition) if kind_of(kind).constrained else partition
 
 
 def readable_reasons(reasons: Iterable[str]) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import current_app, jsonify, url_for
 
+from kqi.backends import registry as backends
 from kqi.cluster import registry as node_registry
 from kqi.extensions import db
 from kqi.views.api import blueprint, created, json_body, require_admin, scheduler
@@ -11,7 +12,8 @@ from kqi.views.api.openapi import NULLABLE_STRING, body, obj, ok, op, path_id
 
 
 def _timeout() -> int:
-    return current_app.config["KQI"]["docker_timeout_s"]
+    """An administrator's call to a node waits as long as the most patient backend's settings allow."""
+    return backends.timeout_s(current_app.config["KQI"])
 
 
 def _node(node_id: int):
@@ -80,7 +82,7 @@ GPU = obj({"index": {"type": "integer"}, "uuid": NULLABLE_STRING, "model": NULLA
 AMOUNT = obj({"total": {"type": "number"}, "used": {"type": "number"}, "free": {"type": "number"}})
 NODE = obj({
     "id": {"type": "integer"}, "name": {"type": "string"}, "url": {"type": "string"},
-    "transport": {"enum": ["unix", "tcp", "tls", "ssh"]}, "address": NULLABLE_STRING, "partition": NULLABLE_STRING,
+    "transport": {"enum": list(backends.all_transports())}, "address": NULLABLE_STRING, "partition": NULLABLE_STRING,
     "labels": {"type": "array", "items": {"type": "string"}, "description": "partition and GPU models"},
     "engine_version": {"type": "string"}, "nvidia_runtime": {"type": "boolean"},
     "state": {"enum": STATES}, "admin_state": {"enum": STATES[:3]}, "schedulable": {"type": "boolean"},
@@ -102,10 +104,10 @@ SETTINGS = {
 FINGERPRINT = {"type": "string", "pattern": "^SHA256:[A-Za-z0-9+/]{43}$"}
 REGISTER = obj({
     "name": {"type": "string"},
-    "url": {"type": "string", "description": "unix:///path.sock, tcp://host:port, or "
-                                             "ssh://user@host:port[/remote/docker.sock]"},
-    "tls_ca": {"type": "string"}, "tls_cert": {"type": "string"}, "tls_key": {"type": "string"},
-    "ssh_private_key": {"type": "string"}, "ssh_host_key_fingerprint": FINGERPRINT, **SETTINGS,
+    "url": {"type": "string", "description": backends.url_forms()},
+    **{item.name: {"type": "string", "pattern": item.pattern.pattern, "maxLength": item.max_len,
+                   "description": item.label} for item in backends.credential_fields()},
+    **SETTINGS,
 }, required=["name", "url"])
 ADMIN = ["nodes"]
 NODE_ID = [path_id("node_id")]

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 from flask import abort, current_app, request
 
+from kqi.backends import registry as backends
 from kqi.cluster import registry as node_registry
 from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.views.pages import blueprint, member_page, page, scheduler
 
-REGISTER_FIELDS = ("name", "url", "gpus", "gpu_model", "partition", "address", "tls_ca", "tls_cert", "tls_key",
-                   "ssh_private_key", "ssh_host_key_fingerprint")
+REGISTER_FIELDS = ("name", "url", "gpus", "gpu_model", "partition", "address",
+                   *(item.name for item in backends.credential_fields()))
 
 
 def _timeout() -> int:
-    return current_app.config["KQI"]["docker_timeout_s"]
+    """An administrator's call to a node waits as long as the most patient backend's settings allow."""
+    return backends.timeout_s(current_app.config["KQI"])
 
 
 @blueprint.route("/nodes", methods=["GET", "POST"])
@@ -37,7 +39,7 @@ def node_list(who):
     fragment = "nodes/_table.html" if request.method == "GET" else None
     return page("nodes/list.html", fragment, nodes=node_registry.listing(db.session), error=error,
                 form={k: v for k, v in form.items() if k not in node_registry.SECRET_FIELDS},
-                can_register=who.is_admin), (422 if error else 200)
+                can_register=who.is_admin, backends=list(backends.all_backends()), url_forms=backends.url_forms()), (422 if error else 200)
 
 
 def _detail(who, node, error=None, status=200):
