@@ -8,7 +8,7 @@ import pytest
 
 CORE = ("plan.py", "fit.py", "order.py", "model.py")
 ALLOWED = {"__future__", "collections", "collections.abc", "dataclasses", "heapq", "math", "typing", "kqi.scheduler.fit",
-           "kqi.scheduler.model", "kqi.scheduler.order"}
+           "kqi.scheduler.model", "kqi.scheduler.order", "kqi.resources"}
 FORBIDDEN_NAMES = {"now", "utcnow", "today", "time", "perf_counter", "monotonic", "random", "getenv"}
 
 
@@ -24,3 +24,10 @@ def test_core_module_imports_only_pure_modules(filename):
     assert imported <= ALLOWED, imported - ALLOWED
     calls = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
     assert not calls & FORBIDDEN_NAMES
+
+
+def test_the_resources_value_the_core_may_use_is_pure_too():
+    tree = ast.parse((Path(__file__).parents[2] / "kqi" / "resources.py").read_text())
+    imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= ALLOWED - {"kqi.scheduler.fit", "kqi.scheduler.model", "kqi.scheduler.order"}, imported
