@@ -52,9 +52,11 @@ class Resources:
     def gpus(self) -> float:
         return self.gpu_milli / MILLI
 
-    def as_api(self) -> dict[str, float]:
-        """{"cpu": cores, "memory_gb": GB (to GB_DIGITS decimals), "gpu": GPUs}, as the API shows them."""
-        return {"cpu": self.cores, "memory_gb": round(self.memory_gb, GB_DIGITS), "gpu": self.gpus}
+    def as_api(self, gb_digits: int | None = GB_DIGITS) -> dict[str, float]:
+        """{"cpu": cores, "memory_gb": GB (to `gb_digits` decimals), "gpu": GPUs}, as the API shows
+        them. `gb_digits=None`: memory unrounded, so that `from_api` of these gives this value back
+        (a rerun's request)."""
+        return {"cpu": self.cores, "memory_gb": gb(self.memory_mib, gb_digits), "gpu": self.gpus}
 
     def as_fields(self) -> dict[str, int]:
         """{"cpu_milli", "memory_mib", "gpu_milli"}: keyword arguments for rows and dataclasses."""
@@ -93,7 +95,12 @@ def limits_from_api(values: Mapping[str, float | None]) -> dict[str, int | None]
             for name, field, scale in API_UNITS}
 
 
-def limits_as_api(limits: Mapping[str, int | None]) -> dict[str, float | None]:
+def limits_as_api(limits: Mapping[str, int | None], gb_digits: int | None = GB_DIGITS) -> dict[str, float | None]:
     """Stored limits ({"cpu_milli": ...}, None for no limit) in the API's units, as `as_api` shows amounts."""
-    return {name: None if limits.get(field) is None else round(limits[field] / scale, GB_DIGITS)
-            for name, field, scale in API_UNITS}
+    return {name: None if limits.get(field) is None else gb(limits[field], gb_digits) if field == "memory_mib"
+            else limits[field] / scale for name, field, scale in API_UNITS}
+
+
+def gb(mib: int, digits: int | None = GB_DIGITS) -> float:
+    """MiB as the API's GB, to `digits` decimals (None: unrounded)."""
+    return mib / MIB_PER_GB if digits is None else round(mib / MIB_PER_GB, digits)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from kqi.resources import ZERO, Resources, limits_as_api, limits_from_api
+from kqi.resources import ZERO, Resources, gb, limits_as_api, limits_from_api
 
 
 @pytest.mark.parametrize("cpu, memory_gb, gpu, expected", [
@@ -35,7 +35,14 @@ def test_every_whole_mib_and_milli_round_trips_through_the_api_units():
 def test_as_api_shows_cores_gb_to_three_decimals_and_gpus():
     assert Resources(500, 256, 250).as_api() == {"cpu": 0.5, "memory_gb": 0.25, "gpu": 0.25}
     assert Resources(1, 307, 0).as_api() == {"cpu": 0.001, "memory_gb": 0.3, "gpu": 0.0}
+    assert Resources(1, 307, 0).as_api(gb_digits=2)["memory_gb"] == 0.3 and gb(1500, 2) == 1.46
     assert Resources(1500, 1000, 2000).memory_gb == 1000 / 1024  # unrounded, for hours and sums
+
+
+def test_a_rerun_asks_for_exactly_what_the_first_run_held():
+    for held in (Resources(1, 307, 0), Resources(2675, 1, 250), Resources(999, 70_001, 3000)):
+        assert Resources.from_api(**held.as_api(gb_digits=None)) == held
+    assert Resources.from_api(**Resources(1, 307, 0).as_api()) != Resources(1, 307, 0)  # shown rounded: 308
 
 
 def test_arithmetic_is_exact_and_fits_in_compares_every_amount():
@@ -53,4 +60,5 @@ def test_limits_keep_none_for_unlimited_and_round_each_amount():
     stored = limits_from_api({"cpu": 0.3, "memory_gb": 0.3, "gpu": None})
     assert stored == {"cpu_milli": 300, "memory_mib": 307, "gpu_milli": None}  # a limit rounds to the nearest
     assert limits_as_api(stored) == {"cpu": 0.3, "memory_gb": 0.3, "gpu": None}
+    assert limits_as_api(stored, gb_digits=None)["memory_gb"] == 307 / 1024
     assert limits_from_api({}) == {"cpu_milli": None, "memory_mib": None, "gpu_milli": None}

@@ -15,6 +15,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from kqi import validation as v
 from kqi.errors import NotFound, ServiceError
 from kqi.models import ApiToken, Membership, Role, Tenant, User, utcnow
+from kqi.resources import API_UNITS, limits_as_api, limits_from_api
 
 TENANT_NAME = re.compile(r"^[0-9a-z-]{1,64}$")
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -60,7 +61,7 @@ def get_or_create_tenant(session: Session, name: str, display_name: str = "") ->
 TENANT_FIELDS = ("name", "display_name", "quota", "notebook_default_hours", "notebook_max_hours")
 NOTEBOOK_POLICY = ("notebook_default_hours", "notebook_max_hours")
 MAX_NOTEBOOK_HOURS = 24 * 365
-QUOTA_FIELDS = {"cpu": 1000, "memory_gb": 1024, "gpu": 1000}  # API unit -> stored milli / MiB
+QUOTA_FIELDS = tuple(name for name, _field, _scale in API_UNITS)  # cpu, memory_gb, gpu
 
 
 def _quota(body: Any) -> dict[str, int | None]:
@@ -72,12 +73,8 @@ def _quota(body: Any) -> dict[str, int | None]:
     unknown = sorted(set(body) - set(QUOTA_FIELDS))
     if unknown:
         raise ServiceError(f"quota: unknown field {unknown[0]}", field="quota")
-    columns = {"cpu": "quota_cpu_milli", "memory_gb": "quota_memory_mib", "gpu": "quota_gpu_milli"}
-    values = {}
-    for key, scale in QUOTA_FIELDS.items():
-        amount = v.number(body, key, minimum=0, maximum=1_000_000)
-        values[columns[key]] = None if amount is None else round(amount * scale)
-    return values
+    limits = limits_from_api({key: v.number(body, key, minimum=0, maximum=1_000_000) for key in QUOTA_FIELDS})
+    return {f"quota_{field}": amount for field, amount in limits.items()}
 
 
 def _notebook_policy(body: Any, current: dict[str, int | None]) -> dict[str, int | None]:
@@ -125,12 +122,8 @@ def update_tenant(session: Session, tenant_id: int, body: Any) -> Tenant:
 
 
 def tenant_dict(tenant: Tenant) -> dict[str, Any]:
-    def scaled(value, scale):
-        return None if value is None else value / scale
-
     return {"id": tenant.id, "name": tenant.name, "display_name": tenant.display_name,
-            "quota": {"cpu": scaled(tenant.quota_cpu_milli, 1000), "memory_gb": scaled(tenant.quota_memory_mib, 1024),
-                      "gpu": scaled(tenant.quota_gpu_milli, 1000)},
+            "quota": limits_as_api(tenant.quota, gb_digits=None),
             "notebook_default_hours": tenant.notebook_default_hours, "notebook_max_hours": tenant.notebook_max_hours}
 
 

@@ -15,6 +15,7 @@ from kqi import charts
 from kqi.errors import ServiceError
 from kqi.models import Job, Tenant, User
 from kqi.models.admin import UsageRecord
+from kqi.resources import Resources
 
 GROUPS = ("tenant", "user")
 PERIODS = ("day", "month", "all")
@@ -32,12 +33,11 @@ def record_usage(session: Session, job_id: int) -> None:
     if row.started_at is None or row.completed_at is None:
         return
     hours = max(0.0, (row.completed_at - row.started_at).total_seconds()) / 3600
-    parts = row.nodes or 1
+    held = Resources.of(row) * (row.nodes or 1)  # every part of a gang job
     session.add(UsageRecord(
         job_id=job_id, tenant_id=row.tenant_id, user_id=row.user_id, kind=row.kind, status=row.status.value,
         started_at=row.started_at, ended_at=row.completed_at,
-        cpu_hours=row.cpu_milli / 1000 * parts * hours, memory_gb_hours=row.memory_mib / 1024 * parts * hours,
-        gpu_hours=row.gpu_milli / 1000 * parts * hours,
+        cpu_hours=held.cores * hours, memory_gb_hours=held.memory_gb * hours, gpu_hours=held.gpus * hours,
     ))
 
 

@@ -25,6 +25,7 @@ from kqi.cluster import samples as cluster_samples
 from kqi.jobs.lifecycle import ACTIVE
 from kqi.models import Job, JobPart, JobStatus, Tenant
 from kqi.models.admin import UsageRecord
+from kqi.resources import Resources, limits_as_api
 
 LISTED = 20  # running or queued jobs of mine shown (the totals count them all)
 RECENT = 10  # ended jobs of mine shown
@@ -51,7 +52,7 @@ def week_start(now: datetime) -> datetime:
 def _job_dict(job: Job) -> dict[str, Any]:
     return {"id": job.id, "kind": job.kind, "name": job.name, "status": job.status.value,
             "reason": job.reason or None, "node": job.node.name if job.node else None,
-            "gpu": job.gpu_milli / 1000 * job.nodes, "queue_position": job.queue_position,
+            "gpu": (job.resources * job.nodes).gpus, "queue_position": job.queue_position,
             "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
             "completed_at": _iso(job.completed_at)}
 
@@ -91,7 +92,8 @@ def gpu_hours_this_week(session: Session, who: Principal, now: datetime) -> dict
             select(Job.gpu_milli, Job.nodes, Job.started_at)
             .where(Job.tenant_id == who.tenant.id, Job.user_id == who.user.id, Job.status.in_(ACTIVE),
                    Job.started_at.is_not(None), Job.gpu_milli > 0)):
-        running += gpu_milli / 1000 * (parts or 1) * max(0.0, (now - max(started, since)).total_seconds()) / 3600
+        held = Resources(gpu_milli=gpu_milli) * (parts or 1)
+        running += held.gpus * max(0.0, (now - max(started, since)).total_seconds()) / 3600
     return {"since": _iso(since), "ended": round(ended, 3), "running": round(running, 3),
             "total": round(ended + running, 3)}
 
@@ -111,14 +113,11 @@ def tenant_use(session: Session, tenant: Tenant) -> dict[str, Any]:
                func.count(case((Job.status == JobStatus.QUEUED, 1))), func.count(case((active, 1))))
         .where(Job.tenant_id == tenant.id, Job.status.in_((JobStatus.QUEUED, *ACTIVE)))).one()
 
-    def amount(value: int | None, scale: int) -> float | None:
-        return None if value is None else round(value / scale, 3)
-
+    used = Resources(cpu, memory, gpu).as_api()
+    quota = limits_as_api(tenant.quota)
     return {"name": tenant.name, "display_name": tenant.display_name or tenant.name,
             "queued": queued, "running": running,
-            "cpu": {"used": amount(cpu, 1000), "quota": amount(tenant.quota_cpu_milli, 1000)},
-            "memory_gb": {"used": amount(memory, 1024), "quota": amount(tenant.quota_memory_mib, 1024)},
-            "gpu": {"used": amount(gpu, 1000), "quota": amount(tenant.quota_gpu_milli, 1000)}}
+            **{name: {"used": used[name], "quota": quota[name]} for name in ("cpu", "memory_gb", "gpu")}}
 
 
 # -- the cluster
@@ -131,7 +130,7 @@ def cluster(session: Session) -> dict[str, Any]:
               "memory_gb": {"total": n["memory_gb"]["total"], "used": n["memory_gb"]["used"]}}
              for n in node_registry.listing(session)]
     return {"nodes": nodes, "queued": now["queued"], "running": now["running"],
-            "gpus": {"total": now["gpu_total"], "allocated": now["gpu_allocated_milli"] / 1000,
+            "gpus": {"total": now["gpu_total"], "allocated": Resources(gpu_milli=now["gpu_allocated_milli"]).gpus,
                      "utilisation_pct": cluster_samples.utilisation_pct(now["gpu_allocated_milli"], now["gpu_total"])}}
 
 

@@ -9,12 +9,12 @@ from sqlalchemy.orm import Session, selectinload
 from kqi.errors import NotFound
 from kqi.jobs import lifecycle as jobs
 from kqi.models import Job, JobPart, Node
+from kqi.resources import ZERO, Resources
 
 
 def _container(job: Job, part: JobPart) -> dict[str, Any]:
     return {"job_id": job.id, "kind": job.kind, "name": job.name, "tenant": job.tenant.name, "user": job.user.username,
-            "status": job.status.value, "rank": part.rank, "cpu": job.cpu_milli / 1000,
-            "memory_gb": round(job.memory_mib / 1024, 3), "gpu": job.gpu_milli / 1000,
+            "status": job.status.value, "rank": part.rank, **job.resources.as_api(),
             "gpu_indices": list(part.gpu_indices or []), "started_at": jobs.as_dict(job)["started_at"],
             "halt_requested": job.halt_requested}
 
@@ -24,28 +24,24 @@ def snapshot(session: Session) -> dict[str, Any]:
         select(Job).where(Job.status.in_(jobs.ACTIVE)).order_by(Job.id)
         .options(selectinload(Job.parts), selectinload(Job.tenant), selectinload(Job.user))))
     by_node: dict[int, list[dict]] = {}
+    node_used: dict[int, Resources] = {}
     tenants: dict[str, dict[str, Any]] = {}
+    tenant_held: dict[str, Resources] = {}
     for job in active:
         for part in job.parts:
             by_node.setdefault(part.node_id, []).append(_container(job, part))
-        held = tenants.setdefault(job.tenant.name, {"tenant": job.tenant.name, "jobs": 0, "containers": 0,
-                                                    "cpu": 0.0, "memory_gb": 0.0, "gpu": 0.0})
+            node_used[part.node_id] = node_used.get(part.node_id, ZERO) + job.resources
+        held = tenants.setdefault(job.tenant.name, {"tenant": job.tenant.name, "jobs": 0, "containers": 0})
         held["jobs"] += 1
         held["containers"] += len(job.parts)
-        held["cpu"] += job.cpu_milli / 1000 * len(job.parts)
-        held["memory_gb"] = round(held["memory_gb"] + job.memory_mib / 1024 * len(job.parts), 3)
-        held["gpu"] += job.gpu_milli / 1000 * len(job.parts)
+        tenant_held[job.tenant.name] = tenant_held.get(job.tenant.name, ZERO) + job.resources * len(job.parts)
     nodes = []
     for node in session.scalars(select(Node).order_by(Node.name)):
-        containers = by_node.get(node.id, [])
         nodes.append({"id": node.id, "name": node.name, "schedulable": node.schedulable,
-                      "capacity": {"cpu": node.cpu_milli / 1000, "memory_gb": round(node.memory_mib / 1024, 3),
-                                   "gpu": node.gpu_count},
-                      "used": {"cpu": sum(c["cpu"] for c in containers),
-                               "memory_gb": round(sum(c["memory_gb"] for c in containers), 3),
-                               "gpu": sum(c["gpu"] for c in containers)},
-                      "containers": containers})
-    return {"nodes": nodes, "tenants": sorted(tenants.values(), key=lambda t: t["tenant"])}
+                      "capacity": {**node.capacity.as_api(), "gpu": node.gpu_count},
+                      "used": node_used.get(node.id, ZERO).as_api(),
+                      "containers": by_node.get(node.id, [])})
+    return {"nodes": nodes, "tenants": [{**tenants[name], **tenant_held[name].as_api()} for name in sorted(tenants)]}
 
 
 def kill(session: Session, job_id: int) -> Job:

@@ -29,6 +29,7 @@ from kqi.errors import Conflict, NotFound, ServiceError
 from kqi.jobs import lifecycle as jobs
 from kqi.models import GpuAllocation, Node, Tenant
 from kqi.models.nodes import NodeEvent, NodeGpu
+from kqi.resources import ZERO, Resources
 
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,254}$")
@@ -171,7 +172,8 @@ def _read_inventory(session: Session, node: Node, creds: Credentials, timeout_s:
     if discovered:
         node.gpu_source = "nvidia-smi"
         _set_gpus(session, node, discovered)
-    return (f"{inventory.cpu_milli // 1000} CPUs, {inventory.memory_mib // 1024} GiB, engine {inventory.engine_version}"
+    capacity = Resources(inventory.cpu_milli, inventory.memory_mib)
+    return (f"{int(capacity.cores)} CPUs, {int(capacity.memory_gb)} GiB, engine {inventory.engine_version}"
             f"{', nvidia runtime' if inventory.nvidia_runtime else ''}, {node.gpu_count} GPU(s)"
             f"{' (nvidia-smi)' if discovered else ''}")
 
@@ -336,9 +338,11 @@ def event_dict(event: NodeEvent) -> dict[str, Any]:
             "message": event.message or None}
 
 
-def as_dict(node: Node, used: dict[str, int] | None = None, gpus: list[NodeGpu] | None = None,
+def as_dict(node: Node, used: Resources = ZERO, gpus: list[NodeGpu] | None = None,
             held: dict[int, int] | None = None) -> dict[str, Any]:
-    used = used or {"cpu_milli": 0, "memory_mib": 0, "gpu_milli": 0}
+    used = used or ZERO
+    capacity = node.capacity
+    free = capacity - used
     gpus = gpus or []
     held = held or {}
     return {
@@ -361,15 +365,13 @@ def as_dict(node: Node, used: dict[str, int] | None = None, gpus: list[NodeGpu] 
         "tenants": node.tenants,
         "allow_notebooks": node.allow_notebooks,
         "allow_tensorboard": node.allow_tensorboard,
-        "cpu": {"total": node.cpu_milli / 1000, "used": used["cpu_milli"] / 1000,
-                "free": (node.cpu_milli - used["cpu_milli"]) / 1000},
-        "memory_gb": {"total": round(node.memory_mib / 1024, 2), "used": round(used["memory_mib"] / 1024, 2),
-                      "free": round((node.memory_mib - used["memory_mib"]) / 1024, 2)},
-        "gpus": {"total": node.gpu_count, "used": used["gpu_milli"] / 1000,
-                 "free": node.gpu_count - used["gpu_milli"] / 1000, "source": node.gpu_source,
+        "cpu": {"total": capacity.cores, "used": used.cores, "free": free.cores},
+        "memory_gb": {"total": round(capacity.memory_gb, 2), "used": round(used.memory_gb, 2),
+                      "free": round(free.memory_gb, 2)},
+        "gpus": {"total": node.gpu_count, "used": used.gpus, "free": free.gpus, "source": node.gpu_source,
                  "devices": [{"index": g.gpu_index, "uuid": g.uuid or None, "model": g.model or None,
                               "memory_mib": g.memory_mib or None, "busy": g.busy,
-                              "allocated": held.get(g.gpu_index, 0) / 1000} for g in gpus]},
+                              "allocated": Resources(gpu_milli=held.get(g.gpu_index, 0)).gpus} for g in gpus]},
     }
 
 
@@ -384,7 +386,7 @@ def _held(session: Session, node_ids: list[int]) -> dict[int, dict[int, int]]:
 
 
 def describe(session: Session, node: Node) -> dict[str, Any]:
-    return as_dict(node, jobs.node_usage(session).get(node.id), gpus_of(session, [node.id]).get(node.id),
+    return as_dict(node, jobs.node_usage(session).get(node.id, ZERO), gpus_of(session, [node.id]).get(node.id),
                    _held(session, [node.id]).get(node.id))
 
 
@@ -393,4 +395,4 @@ def listing(session: Session) -> list[dict[str, Any]]:
     nodes = all_nodes(session)
     gpus = gpus_of(session)
     held = _held(session, [n.id for n in nodes])
-    return [as_dict(node, usage.get(node.id), gpus.get(node.id), held.get(node.id)) for node in nodes]
+    return [as_dict(node, usage.get(node.id, ZERO), gpus.get(node.id), held.get(node.id)) for node in nodes]

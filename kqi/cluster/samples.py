@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from kqi.jobs.lifecycle import ACTIVE
 from kqi.models import GpuAllocation, Job, JobStatus, Node, utcnow
 from kqi.models.dashboard import ClusterSample
+from kqi.resources import Resources
 
 FIELDS = ("at", "gpu_total", "gpu_allocated_milli", "queued", "running")
 
@@ -63,7 +64,7 @@ def utilisation_pct(gpu_allocated_milli: int, gpu_total: int) -> float | None:
 
 def as_dict(sample: ClusterSample | Row) -> dict[str, Any]:
     return {"at": sample.at.isoformat(timespec="seconds") + "Z", "gpu_total": sample.gpu_total,
-            "gpu_allocated": sample.gpu_allocated_milli / 1000,
+            "gpu_allocated": Resources(gpu_milli=sample.gpu_allocated_milli).gpus,
             "utilisation_pct": utilisation_pct(sample.gpu_allocated_milli, sample.gpu_total),
             "queued": sample.queued, "running": sample.running}
 

@@ -1,7 +1,6 @@
 """Jobs: submit, list, read, halt, and every status change (compare-and-set, one writer each)."""
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, User, utcno
 from kqi.models.data import JobParent
 from kqi.models.preprocessing import PreprocessingRun
 from kqi.models.runs import JobFavorite, JobTag
+from kqi.resources import Resources
 from kqi.validation import IMAGE, MAX_CPU, MAX_GPU, MAX_MEMORY_GB  # noqa: F401  (part of the submit rules)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,29}$")
@@ -39,6 +39,7 @@ SUBMIT_FIELDS = ("name", "image", "command", "cpu", "memory_gb", "gpu", "env", "
                  "priority", "partition", "nodes", "requeue_on_node_loss", *job_sources.SUBMIT_FIELDS)
 MAX_GANG = 64
 MAX_TIME_LIMIT_S = 90 * 24 * 3600
+MIN_MEMORY_MIB = 8  # the engine refuses less
 
 
 def parse_submission(body: Any) -> dict[str, Any]:
@@ -56,16 +57,14 @@ def parse_submission(body: Any) -> dict[str, Any]:
     nodes = v.number(body, "nodes", minimum=1, maximum=MAX_GANG, integer=True, default=1)
     if nodes > 1 and gpu and gpu < 1:
         raise ServiceError("gpu: a gang job (nodes > 1) takes whole GPUs on each node", field="gpu")
-    memory_mib = math.ceil(memory_gb * 1024)
-    if memory_mib < 8:
+    resources = Resources.from_api(cpu, memory_gb, gpu)
+    if resources.memory_mib < MIN_MEMORY_MIB:
         raise ServiceError("memory_gb must be at least 0.008 (8 MiB, the engine's minimum)", field="memory_gb")
     return {
         "name": v.text(body, "name", required=True, max_len=30, pattern=NAME, rule=NAME_RULE),
         "image": v.text(body, "image", required=True, max_len=512, pattern=IMAGE, rule="not a valid image reference"),
         "command": v.text(body, "command", required=True, max_len=20000),
-        "cpu_milli": max(1, round(cpu * 1000)),
-        "memory_mib": memory_mib,
-        "gpu_milli": round(gpu * 1000),
+        **resources.as_fields(),
         "env": v.env_vars(body.get("env"), reserved=RESERVED_ENV),
         "memo": v.text(body, "memo", max_len=4096),
         "time_limit_s": v.number(body, "time_limit_s", minimum=1, maximum=MAX_TIME_LIMIT_S, integer=True),
@@ -296,9 +295,7 @@ def as_dict(job: Job, shown: Shown | None = None) -> dict[str, Any]:
         "user": job.user.username,
         "image": job.image,
         "command": job.command,
-        "cpu": job.cpu_milli / 1000,
-        "memory_gb": round(job.memory_mib / 1024, 3),
-        "gpu": job.gpu_milli / 1000,
+        **job.resources.as_api(),
         "env": job.env,
         "memo": job.memo,
         "time_limit_s": job.time_limit_s,
@@ -326,13 +323,13 @@ def as_dict(job: Job, shown: Shown | None = None) -> dict[str, Any]:
 ACTIVE = (JobStatus.STARTING, JobStatus.RUNNING)
 
 
-def node_usage(session: Session) -> dict[int, dict[str, int]]:
+def node_usage(session: Session) -> dict[int, Resources]:
     """CPU, memory and GPU held by active jobs, per node id."""
     rows = session.execute(
         select(JobPart.node_id, func.sum(Job.cpu_milli), func.sum(Job.memory_mib), func.sum(Job.gpu_milli))
         .join(Job, Job.id == JobPart.job_id).where(Job.status.in_(ACTIVE)).group_by(JobPart.node_id)
     )
-    return {node_id: {"cpu_milli": cpu or 0, "memory_mib": mem or 0, "gpu_milli": gpu or 0} for node_id, cpu, mem, gpu in rows}
+    return {node_id: Resources(cpu or 0, mem or 0, gpu or 0) for node_id, cpu, mem, gpu in rows}
 
 
 def active(session: Session) -> list[Job]:

@@ -249,8 +249,7 @@ def record_provenance(session: Session, job: Job, env: dict[str, str], image: di
         "data": {"id": source.data_id, "files": [{"name": f.name, "sha256": f.sha256} for f in source.data.files]}
         if source.data is not None else None,
         "parents": parent_ids(session, job),
-        "resources": {"cpu": job.cpu_milli / 1000, "memory_gb": round(job.memory_mib / 1024, 3),
-                      "gpu": job.gpu_milli / 1000, "nodes": job.nodes},
+        "resources": {**job.resources.as_api(), "nodes": job.nodes},
         "placement": [{"rank": p.rank, "node": p.node.name, "gpu_indices": list(p.gpu_indices or [])} for p in job.parts],
         "environment": masked_env(env),
     }

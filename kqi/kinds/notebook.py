@@ -100,8 +100,8 @@ def rerun(session: Session, principal: Principal, job_id: int) -> Job:
     row = services.row_of(session, previous)
     sources = job_sources.as_dict(previous)
     body: dict[str, Any] = {
-        "name": previous.name, "image": previous.image, "cpu": previous.cpu_milli / 1000,
-        "memory_gb": previous.memory_mib / 1024, "gpu": previous.gpu_milli / 1000, "env": dict(previous.env or {}),
+        "name": previous.name, "image": previous.image, **previous.resources.as_api(gb_digits=None),
+        "env": dict(previous.env or {}),
         "memo": previous.memo, "partition": previous.partition,
         "lifetime_hours": row.lifetime_s / 3600 if row and row.lifetime_s else None,
     }

@@ -38,6 +38,7 @@ from kqi.models.preprocessing import (
     PreprocessingOutput,
     PreprocessingRun,
 )
+from kqi.resources import limits_as_api
 
 KIND = "preprocessing"
 FIELDS = ("name", "image", "git", "command", "cpu", "memory_gb", "gpu", "partition", "memo")
@@ -103,13 +104,8 @@ def _values(session: Session, principal: Principal, body: dict[str, Any], curren
 
 def _defaults(d: Preprocessing) -> dict[str, Any]:
     """A definition's default resources as run fields (absent: no default)."""
-    fields: dict[str, Any] = {}
-    if d.cpu_milli is not None:
-        fields["cpu"] = d.cpu_milli / 1000
-    if d.memory_mib is not None:
-        fields["memory_gb"] = d.memory_mib / 1024
-    if d.gpu_milli is not None:
-        fields["gpu"] = d.gpu_milli / 1000
+    fields: dict[str, Any] = {name: amount for name, amount in limits_as_api(d.default_resources, gb_digits=None).items()
+                              if amount is not None}
     if d.partition:
         fields["partition"] = d.partition
     return fields
@@ -390,9 +386,7 @@ def git_dict(d: Preprocessing) -> dict[str, Any] | None:
 def as_dict(d: Preprocessing, runs: int) -> dict[str, Any]:
     return {
         "id": d.id, "name": d.name, "image": d.image or None, "command": d.command or None, "git": git_dict(d),
-        "cpu": d.cpu_milli / 1000 if d.cpu_milli is not None else None,
-        "memory_gb": round(d.memory_mib / 1024, 3) if d.memory_mib is not None else None,
-        "gpu": d.gpu_milli / 1000 if d.gpu_milli is not None else None,
+        **limits_as_api(d.default_resources),
         "partition": d.partition or None, "memo": d.memo, "user": d.user.username, "runs": runs,
         "locked": runs > 0, "runnable": bool(d.image and d.command),
         "created_at": _iso(d.created_at), "last_run_at": _iso(d.last_run_at),
@@ -409,7 +403,7 @@ def run_dict(entry: PreprocessingRun) -> dict[str, Any]:
         "id": job.id, "preprocessing": {"id": entry.preprocessing_id, "name": entry.preprocessing.name},
         "data": _ref(entry.data), "status": job.status.value, "reason": job.reason or None, "exit_code": job.exit_code,
         "node": job.node.name if job.node else None, "queue_position": job.queue_position,
-        "cpu": job.cpu_milli / 1000, "memory_gb": round(job.memory_mib / 1024, 3), "gpu": job.gpu_milli / 1000,
+        **job.resources.as_api(),
         "outputs": [_ref(out.data) for out in entry.outputs], "user": job.user.username,
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "completed_at": _iso(job.completed_at),
     }

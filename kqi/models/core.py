@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kqi.extensions import db
+from kqi.resources import MILLI, Resources
 
 
 def utcnow() -> datetime:
@@ -68,6 +69,12 @@ class Tenant(db.Model):
     notebook_default_hours: Mapped[int | None] = mapped_column(Integer, nullable=True)
     notebook_max_hours: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    @property
+    def quota(self) -> dict[str, int | None]:
+        """The quota keyed as Resources' fields ({"cpu_milli": ..., ...}; None: unlimited)."""
+        return {"cpu_milli": self.quota_cpu_milli, "memory_mib": self.quota_memory_mib,
+                "gpu_milli": self.quota_gpu_milli}
 
 
 class User(UserMixin, db.Model):
@@ -139,6 +146,11 @@ class Node(db.Model):
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     down_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
+    @property
+    def capacity(self) -> Resources:
+        """What the node has: its CPU and memory as the engine reported them, and its GPUs."""
+        return Resources(self.cpu_milli, self.memory_mib, (self.gpu_count or 0) * MILLI)
+
 
 class Job(db.Model):
     __tablename__ = "jobs"
@@ -184,6 +196,11 @@ class Job(db.Model):
     user: Mapped[User] = relationship()
     parts: Mapped[list[JobPart]] = relationship(back_populates="job", order_by="JobPart.rank",
                                                   cascade="all, delete-orphan")
+
+    @property
+    def resources(self) -> Resources:
+        """What each part holds (a gang job holds this on each of its `nodes`)."""
+        return Resources(self.cpu_milli, self.memory_mib, self.gpu_milli)
 
     @property
     def node(self) -> Node | None:

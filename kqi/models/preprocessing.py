@@ -51,6 +51,11 @@ class Preprocessing(db.Model):
     tenant: Mapped[Tenant] = relationship()
     user: Mapped[User] = relationship()
 
+    @property
+    def default_resources(self) -> dict[str, int | None]:
+        """The defaults keyed as Resources' fields ({"cpu_milli": ..., ...}; None: none)."""
+        return {"cpu_milli": self.cpu_milli, "memory_mib": self.memory_mib, "gpu_milli": self.gpu_milli}
+
 
 class PreprocessingRun(db.Model):
     """One history entry: a definition run on one data item, as the job `job_id`."""

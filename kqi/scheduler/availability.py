@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from kqi import validation as v
 from kqi.accounts.auth import Principal
 from kqi.jobs import lifecycle as jobs
+from kqi.resources import ZERO, Resources, gb, limits_as_api
 from kqi.scheduler import snapshot
 from kqi.scheduler.fit import NodeFree
-from kqi.scheduler.model import WHOLE_GPU, ClusterState, JobRequest
+from kqi.scheduler.model import ClusterState, JobRequest
 from kqi.scheduler.plan import plan
 
 # No stored job has id 0: the hypothetical job's placement or pending entry is found by it.
@@ -25,6 +26,7 @@ ESTIMATE_ID = 0
 # parse_submission requires these; an estimate is about resources, so stand-ins fill what the
 # caller left out (anything the caller did send is still validated as for a submit).
 STAND_INS = {"name": "estimate", "image": "estimate", "command": "true", "cpu": 1, "memory_gb": 1}
+GB_DIGITS_SHOWN = 2  # the panel shows memory to two decimals
 
 
 def _open_to(view, tenant: str) -> bool:
@@ -37,44 +39,35 @@ def _partitions(view) -> list[str]:
     return sorted(label for label in view.labels if v.PARTITION.match(label))
 
 
-def _gb(mib: int) -> float:
-    return round(mib / 1024, 2)
-
-
 def overview(state: ClusterState, tenant: str) -> dict[str, Any]:
     """Partitions and free capacity of the nodes `tenant` may use, and its quota and use."""
     free = {view.name: NodeFree.of(view) for view in state.nodes if _open_to(view, tenant)}
-    used = [0, 0, 0]
+    used = ZERO
     for job in state.running:
         for part in job.parts:
             if part.node in free:
                 free[part.node].take(part)
             if job.tenant == tenant:
-                used[0] += part.cpu_milli
-                used[1] += part.memory_mib
-                used[2] += part.gpu_milli
+                used += Resources.of(part)
     nodes = []
     for view in state.nodes:
         if view.name not in free:
             continue
         node = free[view.name]
+        left, total = Resources(node.cpu_milli, node.memory_mib), Resources(view.cpu_milli, view.memory_mib)
         nodes.append({
             "node": view.name, "schedulable": view.schedulable, "partitions": _partitions(view),
-            "cpu_free": node.cpu_milli / 1000, "cpu_total": view.cpu_milli / 1000,
-            "memory_free_gb": _gb(node.memory_mib), "memory_total_gb": _gb(view.memory_mib),
+            "cpu_free": left.cores, "cpu_total": total.cores,
+            "memory_free_gb": gb(left.memory_mib, GB_DIGITS_SHOWN), "memory_total_gb": gb(total.memory_mib, GB_DIGITS_SHOWN),
             "gpus_free": node.whole_free, "gpus_total": len(view.gpus),
-            "gpu_share_free": node.max_gpu_free / WHOLE_GPU,
+            "gpu_share_free": Resources(gpu_milli=node.max_gpu_free).gpus,
         })
     quota = state.quotas.get(tenant)
     return {
         "partitions": sorted({label for view in state.nodes if view.name in free for label in _partitions(view)}),
         "free": nodes,
-        "quota": {
-            "cpu": quota.cpu_milli / 1000 if quota and quota.cpu_milli is not None else None,
-            "memory_gb": _gb(quota.memory_mib) if quota and quota.memory_mib is not None else None,
-            "gpu": quota.gpu_milli / WHOLE_GPU if quota and quota.gpu_milli is not None else None,
-            "used": {"cpu": used[0] / 1000, "memory_gb": _gb(used[1]), "gpu": used[2] / WHOLE_GPU},
-        },
+        "quota": {**limits_as_api(dataclasses.asdict(quota) if quota else {}, GB_DIGITS_SHOWN),
+                  "used": used.as_api(GB_DIGITS_SHOWN)},
     }
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 from kqi.cluster import registry as node_registry
 from kqi.jobs import lifecycle as jobs
 from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, Tenant
+from kqi.resources import Resources
 from kqi.scheduler import placement as kind_placement
 from kqi.scheduler.model import (
     WHOLE_GPU,
@@ -119,7 +120,8 @@ def _usage_spans(session: Session, tenant_names: dict[int, str], now: float):
         .where(Job.started_at.is_not(None), or_(Job.completed_at.is_(None), Job.completed_at >= since))
     )
     for tenant_id, gpu_milli, cpu_milli, nodes, started, completed in rows:
-        gpus = gpu_milli / WHOLE_GPU if gpu_milli else cpu_milli / 1000 / CORES_PER_GPU_EQUIVALENT
+        held = Resources(cpu_milli=cpu_milli, gpu_milli=gpu_milli)
+        gpus = held.gpus if gpu_milli else held.cores / CORES_PER_GPU_EQUIVALENT
         yield tenant_names[tenant_id], gpus * nodes, _epoch(started), _epoch(completed) if completed else now
 
 
@@ -143,9 +145,7 @@ def read(session: Session, now: float, queue: QueueCache | None = None) -> Snaps
     node_names = {node.id: node.name for node in nodes}
     tenants = list(session.scalars(select(Tenant)))
     tenant_names = {tenant.id: tenant.name for tenant in tenants}
-    quotas = {tenant.name: Quota(tenant.quota_cpu_milli, tenant.quota_memory_mib, tenant.quota_gpu_milli)
-              for tenant in tenants
-              if (tenant.quota_cpu_milli, tenant.quota_memory_mib, tenant.quota_gpu_milli) != (None, None, None)}
+    quotas = {tenant.name: Quota(**tenant.quota) for tenant in tenants if any(v is not None for v in tenant.quota.values())}
     gpus_of: dict[tuple[int, int], list[int]] = {}
     for job_id, node_id, index in session.execute(
             select(GpuAllocation.job_id, GpuAllocation.node_id, GpuAllocation.gpu_index).order_by(GpuAllocation.gpu_index)):
