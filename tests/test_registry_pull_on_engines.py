@@ -100,6 +100,7 @@ def test_a_pull_reports_its_progress_and_the_job_page_shows_it(tmp_path, registr
     from kqi.backends.base import ContainerSpec
     from kqi.backends.docker.shipping import ensure_image
     from kqi.jobs.sources import PullProgress
+    from kqi.resources import Resources
 
     engine, _server, image = registry
     progress = PullProgress(tmp_path, 7)
@@ -109,8 +110,8 @@ def test_a_pull_reports_its_progress_and_the_job_page_shows_it(tmp_path, registr
         seen.append(text)
         progress(text)
 
-    spec = ContainerSpec(name="pull-probe", image=image, command="true", env={}, labels={}, cpu_milli=100,
-                         memory_mib=64, registry_auth={"username": "alice", "password": PASSWORD}, pull=True,
+    spec = ContainerSpec(name="pull-probe", image=image, command="true", env={}, labels={},
+                         resources=Resources(cpu_milli=100, memory_mib=64), registry_auth={"username": "alice", "password": PASSWORD}, pull=True,
                          progress=report)
     client = engine.client()
     try:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from kqi.resources import Resources
+
 LABEL_SITE = "kqi.site"
 LABEL_JOB = "kqi.job"
 LABEL_KIND = "kqi.kind"
@@ -76,8 +78,9 @@ class ContainerSpec:
     command: str
     env: dict[str, str]
     labels: dict[str, str]
-    cpu_milli: int
-    memory_mib: int
+    # CPU and memory become the container's limits; the GPU amount is for a backend that places
+    # containers itself (Capabilities.places_itself), the others get the GPUs kqi chose as gpu_indices.
+    resources: Resources
     gpu_indices: tuple[int, ...] = ()
     nvidia_runtime: bool = False
     host_network: bool = False  # gang parts talk to each other through their hosts' addresses

@@ -14,6 +14,7 @@ from kqi.backends.docker.engine import DockerEngineDriver
 from kqi.jobs.kinds import kind_of
 from kqi.kinds import notebook  # noqa: F401  (registers the notebook kind)
 from kqi.models import Node
+from kqi.resources import Resources
 from kqi.scheduler import placement
 
 PEM_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot really a key\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -138,10 +139,10 @@ def test_registration_refuses_clashes_and_undeclared_credentials(change, words):
 
 
 def test_a_spec_needing_what_the_backend_lacks_is_refused_before_it_starts(plain):
-    spec = ContainerSpec(name="n", image="i", command="true", env={}, labels={}, cpu_milli=100, memory_mib=64)
+    spec = ContainerSpec(name="n", image="i", command="true", env={}, labels={}, resources=Resources(100, 64))
     backends.refuse_unsupported("plain:///x", spec)
     backends.refuse_unsupported("unix:///var/run/docker.sock", spec)
-    needy = ContainerSpec(name="n", image="i", command="true", env={}, labels={}, cpu_milli=100, memory_mib=64,
+    needy = ContainerSpec(name="n", image="i", command="true", env={}, labels={}, resources=Resources(100, 64),
                           ports=(8888,), readonly=(("/kqi/input", b""),), host_network=True)
     backends.refuse_unsupported("unix:///var/run/docker.sock", needy)
     with pytest.raises(NodeError) as raised:

@@ -28,8 +28,10 @@ from kqi.backends.base import (
 from kqi.backends.docker import shipping
 from kqi.backends.docker.exec_stream import read_frames
 from kqi.backends.docker.gpus import QUERY_APPS, QUERY_GPUS, parse_apps, parse_gpus
+from kqi.resources import MILLI
 
 _NANO = 1_000_000  # nano-CPUs per milli-core
+_MIB = 1024 * 1024  # bytes
 _TRANSPORT_ERRORS = (DockerException, RequestException, OSError, paramiko.SSHException, EOFError)
 
 
@@ -101,8 +103,8 @@ class DockerEngineDriver:
     def inventory(self) -> Inventory:
         info = self._call(lambda c: c.info())
         return Inventory(
-            cpu_milli=int(info["NCPU"]) * 1000,
-            memory_mib=int(info["MemTotal"]) // (1024 * 1024),
+            cpu_milli=int(info["NCPU"]) * MILLI,
+            memory_mib=int(info["MemTotal"]) // _MIB,
             engine_version=str(info.get("ServerVersion", "")),
             nvidia_runtime="nvidia" in (info.get("Runtimes") or {}),
         )
@@ -127,9 +129,9 @@ class DockerEngineDriver:
             environment=spec.env,
             labels=spec.labels,
             working_dir=spec.workdir,
-            nano_cpus=spec.cpu_milli * _NANO,
-            mem_limit=spec.memory_mib * 1024 * 1024,
-            memswap_limit=spec.memory_mib * 1024 * 1024,  # no swap: over the limit means OOMKilled
+            nano_cpus=spec.resources.cpu_milli * _NANO,
+            mem_limit=spec.resources.memory_mib * _MIB,
+            memswap_limit=spec.resources.memory_mib * _MIB,  # no swap: over the limit means OOMKilled
             device_requests=_gpu_request(spec),
             network_mode="host" if spec.host_network else None,
             ports={f"{port}/tcp": None for port in spec.ports} or None,  # None: a random free host port
