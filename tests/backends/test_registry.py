@@ -83,6 +83,7 @@ def test_the_docker_backend_owns_its_schemes_and_declares_what_it_can_do():
     (Credentials(ssh_private_key=PEM_KEY), "ssh", "ssh_private_key",
      "ssh_private_key is not an unencrypted Ed25519, ECDSA or RSA private key (PEM / OpenSSH)"),
     (Credentials(tls_ca=CERT, tls_cert=CERT, tls_key=CERT), "tcp", "tls_cert", None),  # the material, checked last
+    (Credentials(tls_ca=CERT + "é", tls_cert=CERT, tls_key=CERT + "\udc80"), "tcp", "tls_cert", None),  # not ASCII
 ])
 def test_docker_credentials_schema_says_what_is_wrong_and_where(creds, scheme, field, message):
     with pytest.raises(backends.CredentialsError) as raised:

@@ -44,7 +44,7 @@ def ssl_context(credentials: Credentials) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=credentials.tls_ca)
         with _pem_path(credentials.tls_cert) as cert, _pem_path(credentials.tls_key) as key:
             context.load_cert_chain(cert, key)
-    except (ssl.SSLError, ValueError) as exc:
+    except (ssl.SSLError, ValueError, TypeError) as exc:  # TypeError: cadata that is not ASCII
         raise NodeError(f"the TLS certificates cannot be used: {exc}", infrastructure=False) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
