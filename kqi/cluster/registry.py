@@ -35,9 +35,7 @@ NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,254}$")
 GPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
 HOST_KEY_FIELD = "ssh_host_key_fingerprint"  # the pinned host key: stored with the node, not sealed
-SECRET_FIELDS = backends.secret_fields()
 SETTINGS_FIELDS = ("partition", "address", "gpus", "gpu_model", "tenants", "allow_notebooks", "allow_tensorboard")
-NODE_FIELDS = ("name", "url", *(f.name for f in backends.credential_fields()), *SETTINGS_FIELDS)
 UPDATE_FIELDS = ("state", *SETTINGS_FIELDS)
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
 MAX_GPUS = 64
@@ -69,7 +67,7 @@ def _parse_credentials(body: Mapping[str, Any], backend: backends.Backend, schem
 
 
 def _seal(creds: Credentials) -> str:
-    secrets = {field: getattr(creds, field) for field in SECRET_FIELDS if getattr(creds, field)}
+    secrets = {field: getattr(creds, field) for field in backends.secret_fields() if getattr(creds, field)}
     return crypto.box().seal(json.dumps(secrets)) if secrets else ""
 
 
@@ -189,7 +187,7 @@ def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
     """Register a node. An SSH node registered without a host key fingerprint is kept Unconfirmed,
     with the fingerprint its server presented, until an admin confirms it (see `confirm_host_key`)."""
     body = v.require_object(body)
-    v.reject_unknown(body, NODE_FIELDS)
+    v.reject_unknown(body, ("name", "url", *SETTINGS_FIELDS, *(item.name for item in backends.credential_fields())))
     name = v.text(body, "name", required=True, max_len=63, pattern=NODE_NAME,
                   rule="lower-case letters, digits, '-' and '.'")
     url = v.text(body, "url", required=True, max_len=512)

@@ -34,11 +34,21 @@ def test_a_credential_of_another_backend_is_refused(plain, sqlite_app):  # noqa:
     assert answer.status_code == 422 and "tls_ca is not for plain nodes" in answer.get_data(as_text=True)
 
 
+def _node_documents(app) -> tuple[dict, dict]:
+    paths = app.test_client().get("/api/v1/openapi.json").get_json()["paths"]
+    register = paths["/admin/nodes"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    node = paths["/admin/nodes/{node_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    return register, node
+
+
 def test_the_api_document_lists_the_credential_fields_and_transports(sqlite_app):
-    document = sqlite_app.test_client().get("/api/v1/openapi.json").get_json()
-    register = document["paths"]["/admin/nodes"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    register, node = _node_documents(sqlite_app)
     assert {"tls_ca", "tls_cert", "tls_key", "ssh_private_key", "ssh_host_key_fingerprint"} <= set(register["properties"])
     assert register["properties"]["ssh_host_key_fingerprint"]["pattern"] == "^SHA256:[A-Za-z0-9+/]{43}$"
-    node = document["components"]["schemas"]["Node"] if "Node" in document.get("components", {}).get("schemas", {}) \
-        else document["paths"]["/admin/nodes/{node_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert node["properties"]["transport"]["enum"] == ["unix", "tcp", "tls", "ssh"]
+
+
+def test_the_api_document_is_built_with_the_backends_registered_by_then(plain, sqlite_app):  # noqa: F811
+    register, node = _node_documents(sqlite_app)
+    assert node["properties"]["transport"]["enum"] == ["unix", "tcp", "tls", "ssh", "plain"]
+    assert "plain://" in register["properties"]["url"]["description"]

@@ -2,6 +2,8 @@
 state and access, refresh the inventory, read the state changes."""
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, jsonify, url_for
 
 from kqi.backends import registry as backends
@@ -80,20 +82,6 @@ GPU = obj({"index": {"type": "integer"}, "uuid": NULLABLE_STRING, "model": NULLA
            "memory_mib": {"type": ["integer", "null"]}, "busy": {"type": "boolean"},
            "allocated": {"type": "number", "description": "GPUs' worth held by kqi jobs (a share is < 1)"}})
 AMOUNT = obj({"total": {"type": "number"}, "used": {"type": "number"}, "free": {"type": "number"}})
-NODE = obj({
-    "id": {"type": "integer"}, "name": {"type": "string"}, "url": {"type": "string"},
-    "transport": {"enum": list(backends.all_transports())}, "address": NULLABLE_STRING, "partition": NULLABLE_STRING,
-    "labels": {"type": "array", "items": {"type": "string"}, "description": "partition and GPU models"},
-    "engine_version": {"type": "string"}, "nvidia_runtime": {"type": "boolean"},
-    "state": {"enum": STATES}, "admin_state": {"enum": STATES[:3]}, "schedulable": {"type": "boolean"},
-    "last_error": NULLABLE_STRING, "last_seen_at": NULLABLE_STRING,
-    "ssh_host_key_fingerprint": NULLABLE_STRING, "host_key_confirmed": {"type": "boolean"},
-    "tenants": {"type": ["array", "null"], "items": {"type": "string"}, "description": "null: public"},
-    "allow_notebooks": {"type": "boolean"}, "allow_tensorboard": {"type": "boolean"},
-    "cpu": AMOUNT, "memory_gb": AMOUNT,
-    "gpus": obj({"total": {"type": "number"}, "used": {"type": "number"}, "free": {"type": "number"},
-                 "source": {"enum": ["declared", "nvidia-smi"]}, "devices": {"type": "array", "items": GPU}}),
-})
 SETTINGS = {
     "partition": {"type": "string"}, "address": {"type": "string"},
     "gpus": {"type": "integer", "minimum": 0, "maximum": 64, "description": "declared GPUs (nodes without nvidia-smi)"},
@@ -102,43 +90,62 @@ SETTINGS = {
     "allow_notebooks": {"type": "boolean"}, "allow_tensorboard": {"type": "boolean"},
 }
 FINGERPRINT = {"type": "string", "pattern": "^SHA256:[A-Za-z0-9+/]{43}$"}
-REGISTER = obj({
-    "name": {"type": "string"},
-    "url": {"type": "string", "description": backends.url_forms()},
-    **{item.name: {"type": "string", "pattern": item.pattern.pattern, "maxLength": item.max_len,
-                   "description": item.label} for item in backends.credential_fields()},
-    **SETTINGS,
-}, required=["name", "url"])
 ADMIN = ["nodes"]
 NODE_ID = [path_id("node_id")]
-PATHS = {
-    "/admin/nodes": {
-        "post": op("Register a node (administrators)",
-                   {**ok(NODE, "Registered and reachable", 201),
-                    **ok(NODE, "An SSH node registered without a fingerprint: state Unconfirmed, its "
-                               "ssh_host_key_fingerprint awaits confirmation", 202)},
-                   tags=ADMIN, request=body(REGISTER)),
-        "get": op("List nodes (administrators)", ok(obj({"items": {"type": "array", "items": NODE}})), tags=ADMIN),
-    },
-    "/admin/nodes/{node_id}": {
-        "get": op("One node, its GPUs and what its jobs hold (administrators)", ok(NODE), tags=ADMIN,
-                  parameters=NODE_ID),
-        "put": op("Change a node's state (Ready, Draining, Disabled), access or declared GPUs (administrators)",
-                  ok(NODE), tags=ADMIN, parameters=NODE_ID,
-                  request=body(obj({"state": {"enum": STATES[:3]}, **SETTINGS}, required=[]))),
-    },
-    "/admin/nodes/{node_id}/confirm-host-key": {
-        "post": op("Pin the SSH host key the server presents (administrators)", ok(NODE), tags=ADMIN,
-                   parameters=NODE_ID, request=body(obj({"ssh_host_key_fingerprint": FINGERPRINT}))),
-    },
-    "/admin/nodes/{node_id}/refresh": {
-        "post": op("Read CPU, memory, engine and GPUs again (administrators)", ok(NODE), tags=ADMIN,
-                   parameters=NODE_ID),
-    },
-    "/admin/nodes/{node_id}/events": {
-        "get": op("The node's state changes, newest first (administrators)",
-                  ok(obj({"items": {"type": "array", "items": obj({
-                      "at": {"type": "string"}, "old_state": NULLABLE_STRING, "new_state": {"type": "string"},
-                      "message": NULLABLE_STRING})}})), tags=ADMIN, parameters=NODE_ID),
-    },
-}
+
+
+def paths() -> dict[str, Any]:
+    """The routes' document, built when it is asked for: a node's transports and credential fields
+    are those of the backends registered by then (kqi/views/api/openapi.py calls it)."""
+    node = obj({
+        "id": {"type": "integer"}, "name": {"type": "string"}, "url": {"type": "string"},
+        "transport": {"enum": list(backends.all_transports())}, "address": NULLABLE_STRING, "partition": NULLABLE_STRING,
+        "labels": {"type": "array", "items": {"type": "string"}, "description": "partition and GPU models"},
+        "engine_version": {"type": "string"}, "nvidia_runtime": {"type": "boolean"},
+        "state": {"enum": STATES}, "admin_state": {"enum": STATES[:3]}, "schedulable": {"type": "boolean"},
+        "last_error": NULLABLE_STRING, "last_seen_at": NULLABLE_STRING,
+        "ssh_host_key_fingerprint": NULLABLE_STRING, "host_key_confirmed": {"type": "boolean"},
+        "tenants": {"type": ["array", "null"], "items": {"type": "string"}, "description": "null: public"},
+        "allow_notebooks": {"type": "boolean"}, "allow_tensorboard": {"type": "boolean"},
+        "cpu": AMOUNT, "memory_gb": AMOUNT,
+        "gpus": obj({"total": {"type": "number"}, "used": {"type": "number"}, "free": {"type": "number"},
+                     "source": {"enum": ["declared", "nvidia-smi"]}, "devices": {"type": "array", "items": GPU}}),
+    })
+    register = obj({
+        "name": {"type": "string"},
+        "url": {"type": "string", "description": backends.url_forms()},
+        **{item.name: {"type": "string", "pattern": item.pattern.pattern, "maxLength": item.max_len,
+                       "description": item.label} for item in backends.credential_fields()},
+        **SETTINGS,
+    }, required=["name", "url"])
+    return {
+        "/admin/nodes": {
+            "post": op("Register a node (administrators)",
+                       {**ok(node, "Registered and reachable", 201),
+                        **ok(node, "An SSH node registered without a fingerprint: state Unconfirmed, its "
+                                   "ssh_host_key_fingerprint awaits confirmation", 202)},
+                       tags=ADMIN, request=body(register)),
+            "get": op("List nodes (administrators)", ok(obj({"items": {"type": "array", "items": node}})), tags=ADMIN),
+        },
+        "/admin/nodes/{node_id}": {
+            "get": op("One node, its GPUs and what its jobs hold (administrators)", ok(node), tags=ADMIN,
+                      parameters=NODE_ID),
+            "put": op("Change a node's state (Ready, Draining, Disabled), access or declared GPUs (administrators)",
+                      ok(node), tags=ADMIN, parameters=NODE_ID,
+                      request=body(obj({"state": {"enum": STATES[:3]}, **SETTINGS}, required=[]))),
+        },
+        "/admin/nodes/{node_id}/confirm-host-key": {
+            "post": op("Pin the SSH host key the server presents (administrators)", ok(node), tags=ADMIN,
+                       parameters=NODE_ID, request=body(obj({"ssh_host_key_fingerprint": FINGERPRINT}))),
+        },
+        "/admin/nodes/{node_id}/refresh": {
+            "post": op("Read CPU, memory, engine and GPUs again (administrators)", ok(node), tags=ADMIN,
+                       parameters=NODE_ID),
+        },
+        "/admin/nodes/{node_id}/events": {
+            "get": op("The node's state changes, newest first (administrators)",
+                      ok(obj({"items": {"type": "array", "items": obj({
+                          "at": {"type": "string"}, "old_state": NULLABLE_STRING, "new_state": {"type": "string"},
+                          "message": NULLABLE_STRING})}})), tags=ADMIN, parameters=NODE_ID),
+        },
+    }

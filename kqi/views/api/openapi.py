@@ -1,5 +1,7 @@
 """The OpenAPI 3 document, GET /api/v1/openapi.json (public), assembled from the `PATHS` dict of
-every module of this package that is loaded, and small builders those modules use to write their path items.
+every module of this package that is loaded (or its `paths()`, for a document that depends on what
+is registered when it is built: the node backends), and small builders those modules use to write
+their path items.
 
 Every operation answers errors in one shape; an operation that lists no `default` response gets
 one with that shape, so any status it does not list is still documented as an error."""
@@ -92,7 +94,8 @@ def _modules():
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for module in _modules():
-        for path, item in getattr(module, "PATHS", {}).items():
+        documented = module.paths() if hasattr(module, "paths") else getattr(module, "PATHS", {})
+        for path, item in documented.items():
             merged = paths.setdefault(path, {})
             for method, operation in item.items():
                 if method in merged:

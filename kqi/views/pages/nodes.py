@@ -9,8 +9,7 @@ from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.views.pages import blueprint, member_page, page, scheduler
 
-REGISTER_FIELDS = ("name", "url", "gpus", "gpu_model", "partition", "address",
-                   *(item.name for item in backends.credential_fields()))
+FORM_FIELDS = ("name", "url", "gpus", "gpu_model", "partition", "address")  # and the backends' credentials
 
 
 def _timeout() -> int:
@@ -26,7 +25,8 @@ def node_list(who):
     if request.method == "POST":
         if not who.is_admin:
             abort(403)
-        body = {k: form.get(k, "").strip() for k in REGISTER_FIELDS}
+        fields = (*FORM_FIELDS, *(item.name for item in backends.credential_fields()))
+        body = {k: form.get(k, "").strip() for k in fields}
         try:
             node_registry.register(db.session, {k: v for k, v in body.items() if v}, timeout_s=_timeout())
             db.session.commit()
@@ -38,7 +38,7 @@ def node_list(who):
     # form keeps its inline error and the values typed, and the next poll cannot wipe them.
     fragment = "nodes/_table.html" if request.method == "GET" else None
     return page("nodes/list.html", fragment, nodes=node_registry.listing(db.session), error=error,
-                form={k: v for k, v in form.items() if k not in node_registry.SECRET_FIELDS},
+                form={k: v for k, v in form.items() if k not in backends.secret_fields()},
                 can_register=who.is_admin, backends=list(backends.all_backends()), url_forms=backends.url_forms()), (422 if error else 200)
 
 
