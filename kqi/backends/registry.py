@@ -178,7 +178,7 @@ def register(backend: Backend) -> Backend:
         raise ValueError(f"backend {backend.name!r} declares settings that already exist: {clash}")
     grouped = {name for group in backend.credentials.groups for name in group.fields}
     if grouped != set(backend.credentials.names()):
-        raise ValueError(f"backend {backend.name!r}: every credential field belongs to exactly the groups declared")
+        raise ValueError(f"backend {backend.name!r}: each credential field must be in a group, each grouped one declared")
     _BACKENDS[backend.name] = backend
     _BY_SCHEME.update(dict.fromkeys(backend.schemes, backend))
     return backend

@@ -130,7 +130,7 @@ def test_a_registered_backend_gets_its_scheme_its_settings_and_its_url_rules(pla
         backends.CredentialField("token", "Token", re.compile("."), "{name}"),),
         groups=(backends.CredentialGroup("T", ("token",), ("plain",)),))}, "no field for"),
     ({"credentials": backends.CredentialsSchema(fields=(
-        backends.CredentialField("tls_ca", "CA", re.compile("."), "{name}"),))}, "belongs to"),
+        backends.CredentialField("tls_ca", "CA", re.compile("."), "{name}"),))}, "must be in a group"),
 ])
 def test_registration_refuses_clashes_and_undeclared_credentials(change, words):
     backend = type("Broken", (Plain,), change)()
