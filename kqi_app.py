@@ -42,7 +42,7 @@ def register_local_node(app) -> None:
     from kqi.extensions import db
 
     with app.app_context():
-        node = node_registry.register_local_if_reachable(db.session)
+        node = node_registry.register_local_if_reachable(db.session, kqi.box_of(app))
         db.session.commit()
         if node is not None:
             print(f"Registered the local Docker engine as node 'local' ({node.cpu_milli // 1000} CPUs)", flush=True)
@@ -53,7 +53,7 @@ def _waitress(app, **where):
 
     # waitress accepts only 100 connections by default: the 101st API client (a `kqi training log -f`
     # keeps its connection) would wait until another disconnects.
-    return create_server(app, threads=app.config["KQI"]["web_threads"], ident="kqi", connection_limit=1000, **where)
+    return create_server(app, threads=kqi.settings_of(app).web_threads, ident="kqi", connection_limit=1000, **where)
 
 
 def _settle_heap() -> None:
@@ -81,20 +81,20 @@ def serve(app) -> None:
     """The scheduler, and the web: in worker processes (kqi.web_workers) or, with web_processes 1, here."""
     from kqi import web_workers
 
-    settings = app.config["KQI"]
+    settings = kqi.settings_of(app)
     scheduler = app.extensions["kqi_scheduler"]
-    if settings["web_processes"] < 1:
+    if settings.web_processes < 1:
         raise ConfigError("web_processes must be at least 1")
-    if settings["web_processes"] == 1:
-        server = _waitress(app, host=settings["host"], port=settings["port"])
+    if settings.web_processes == 1:
+        server = _waitress(app, host=settings.host, port=settings.port)
     else:
-        listener = web_workers.listening_socket(settings["host"], settings["port"])
-        supervisor = web_workers.Supervisor(settings["web_processes"], listener, scheduler.wake)
-    if settings["scheduler_enabled"]:
-        scheduler.start(below_web=settings["web_processes"] > 1)
-    print(f"kqi serving on http://{settings['host']}:{settings['port']}/", flush=True)  # listening already
+        listener = web_workers.listening_socket(settings.host, settings.port)
+        supervisor = web_workers.Supervisor(settings.web_processes, listener, scheduler.wake)
+    if settings.scheduler_enabled:
+        scheduler.start(below_web=settings.web_processes > 1)
+    print(f"kqi serving on http://{settings.host}:{settings.port}/", flush=True)  # listening already
     _settle_heap()
-    if settings["web_processes"] == 1:
+    if settings.web_processes == 1:
         _serve_until_stopped(server, app)
         return
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())

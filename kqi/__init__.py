@@ -15,6 +15,7 @@ from sqlalchemy.pool import Pool
 from kqi import config as kqi_config
 from kqi import crypto
 from kqi.backends import registry as backends
+from kqi.config import Settings
 from kqi.extensions import csrf, db, login_manager, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,34 +30,46 @@ def _instance_secret(instance: Path, name: str, make) -> str:
     return path.read_text().strip()
 
 
-def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
-    settings = kqi_config.load(overrides=overrides, defaults={**kqi_config.DEFAULTS, **backends.config_defaults()})
-    instance = Path(settings["instance"]).resolve()
+def complete(settings: Settings) -> Settings:
+    """The settings as the app uses them: the instance folder made and absolute, the database URL
+    and the secrets and site id that were left empty filled in (generated once into the folder)."""
+    instance = Path(settings.instance).resolve()
     instance.mkdir(parents=True, exist_ok=True)
+    return settings.replace(
+        instance=str(instance),
+        database_url=settings.database_url or f"sqlite:///{instance / 'kqi.db'}",
+        secret_key=settings.secret_key or _instance_secret(instance, "secret_key", lambda: secrets.token_urlsafe(48)),
+        encryption_key=settings.encryption_key or _instance_secret(instance, "encryption_key", crypto.new_key),
+        site_id=settings.site_id or _instance_secret(instance, "site_id", lambda: secrets.token_hex(4)),
+    )
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    settings = complete(kqi_config.load(overrides=overrides, backend_defaults=backends.config_defaults()))
     app = Flask(
         "kqi",
         root_path=str(ROOT),
-        instance_path=str(instance),
+        instance_path=settings.instance,
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
     )
-    app.config["KQI"] = settings
-    app.config["SECRET_KEY"] = settings["secret_key"] or _instance_secret(
-        instance, "secret_key", lambda: secrets.token_urlsafe(48)
-    )
-    app.config["KQI_SITE"] = settings["site_id"] or _instance_secret(
-        instance, "site_id", lambda: secrets.token_hex(4)
-    )
-    app.config["SQLALCHEMY_DATABASE_URI"] = settings["database_url"] or f"sqlite:///{instance / 'kqi.db'}"
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config["SQLALCHEMY_DATABASE_URI"], settings["web_threads"])
-    app.config["MAX_CONTENT_LENGTH"] = settings["max_request_mb"] * 1024 * 1024
+    app.config["SECRET_KEY"] = settings.secret_key
+    app.config["SQLALCHEMY_DATABASE_URI"] = settings.database_url
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(settings.database_url, settings.web_threads)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_mb * 1024 * 1024
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["WTF_CSRF_TIME_LIMIT"] = None  # tied to the session instead of a clock
 
-    app.extensions[crypto.EXTENSION] = crypto.SecretBox(
-        settings["encryption_key"] or _instance_secret(instance, "encryption_key", crypto.new_key)
-    )
+    from kqi.accounts import ratelimit
+    from kqi.admin import audit
+
+    # Built once here; the views hand them to the domain (kqi/views/__init__.py), which never reads the app.
+    box = crypto.SecretBox(settings.encryption_key)
+    app.extensions[kqi_config.EXTENSION] = settings
+    app.extensions[crypto.EXTENSION] = box
+    app.extensions[audit.EXTENSION] = audit.AuditBuffer(app.app_context)
+    app.extensions[ratelimit.EXTENSION] = ratelimit.LoginLimiter(settings.login_max_failures, settings.login_window_s)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
@@ -70,8 +83,16 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     from kqi.scheduler.loop import SchedulerService
 
-    app.extensions["kqi_scheduler"] = SchedulerService(app)
+    app.extensions["kqi_scheduler"] = SchedulerService(settings, box, app.app_context)
     return app
+
+
+def settings_of(app: Flask) -> Settings:
+    return app.extensions[kqi_config.EXTENSION]
+
+
+def box_of(app: Flask) -> crypto.SecretBox:
+    return app.extensions[crypto.EXTENSION]
 
 
 def _engine_options(url: str, web_threads: int) -> dict[str, Any]:
@@ -141,4 +162,4 @@ def shutdown(app: Flask) -> None:
     from kqi.admin import audit
 
     app.extensions["kqi_scheduler"].shutdown()
-    audit.buffer_of(app).close()
+    app.extensions[audit.EXTENSION].close()

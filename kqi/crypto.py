@@ -1,12 +1,12 @@
 """Secrets at rest (git and registry tokens, TLS and SSH private keys): Fernet-encrypted with the
 site key, which lives in the instance folder (or `encryption_key` in the configuration), never in
-the database. Only the code that uses a secret unseals it, at the moment it uses it."""
+the database. Only the code that uses a secret unseals it, at the moment it uses it, with the
+SecretBox it was handed (the app factory makes one per app; nothing here is global)."""
 from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken
-from flask import current_app
 
-EXTENSION = "kqi_crypto"
+EXTENSION = "kqi_crypto"  # where the app factory keeps the app's SecretBox (app.extensions)
 
 
 class SecretBox:
@@ -26,7 +26,3 @@ class SecretBox:
 def new_key() -> str:
     return Fernet.generate_key().decode()
 
-
-def box() -> SecretBox:
-    """The current app's box."""
-    return current_app.extensions[EXTENSION]

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+import kqi
 from kqi.extensions import db
 from kqi.jobs import lifecycle as jobs
 from kqi.jobs import runner as job_runner
@@ -142,7 +143,7 @@ def test_site_settings_proxies_reach_every_container(app, factory):
     run_for(app, job_id, hours=0, status=None)
     with app.app_context():
         job = db.session.get(Job, job_id)
-        env = job_runner.container_env(job, job.parts[0])
+        env = job_runner.container_env(job, job.parts[0], kqi.settings_of(app))
     assert env["http_proxy"] == env["HTTP_PROXY"] == "http://proxy.lan:3128"
     assert env["no_proxy"] == "localhost,.lan" and "https_proxy" not in env
 
@@ -245,7 +246,7 @@ def test_an_unreachable_receiver_is_retried_a_bounded_number_of_times(app, facto
     run_for(app, submit(user, "lost"), hours=1)
     with app.app_context():
         for _ in range(notify.MAX_ATTEMPTS + 2):
-            notify.deliver_pending(db.session)
+            notify.deliver_pending(db.session, kqi.box_of(app))
         note = db.session.query(Notification).one()
         assert not note.sent and note.attempts == notify.MAX_ATTEMPTS
         assert "127.0.0.1:9" not in note.last_error and note.last_error.startswith("ConnectionError")

@@ -184,9 +184,9 @@ def test_git_servers_tokens_and_registry_credentials_are_sealed_and_never_shown(
         stored = [db.session.query(GitToken).one().sealed_token, db.session.query(RegistryCredential).one().sealed_password]
         assert all(token not in s for s in stored)
         user_id = db.session.query(RegistryCredential).one().user_id
-        assert registries.auth_config(db.session, user_id, "localhost:5000/team/img:1") == {
+        assert registries.auth_config(db.session, kqi.box_of(app), user_id, "localhost:5000/team/img:1") == {
             "username": "u", "password": token, "serveraddress": "localhost:5000"}
-        assert registries.auth_config(db.session, user_id, "busybox:1") is None
+        assert registries.auth_config(db.session, kqi.box_of(app), user_id, "busybox:1") is None
 
 
 def test_uploads_are_bounded_by_max_upload_gb_not_by_the_request_limit(tmp_path):

@@ -4,6 +4,16 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import kqi
+from kqi.accounts.auth import principal_in
+from kqi.data import gitsource
+from kqi.errors import ServiceError
+from kqi.extensions import db
+from kqi.models import User
 from tests.conftest import Factory
 
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
@@ -54,3 +64,19 @@ def test_the_default_branch_head_is_pinned_and_a_later_push_does_not_move_it(sql
     assert api.get(f"/api/v1/training/{job['id']}").get_json()["git"]["commit"] == first
     later = api.post("/api/v1/training/run", json={**body, "git": {"repository": str(model)}}).get_json()
     assert later["git"]["commit"] == git("rev-parse", "HEAD", cwd=model) != first
+
+
+def test_the_domain_takes_git_allow_local_from_the_settings_it_is_handed(sqlite_app, tmp_path):
+    """gitsource reads no app and no global: outside any app context, the settings passed decide."""
+    model = repo_with_submodule(tmp_path, "../lib")
+    username, _ = Factory(sqlite_app).user()
+    settings, box = kqi.settings_of(sqlite_app), kqi.box_of(sqlite_app)
+    assert settings.git_allow_local  # the app's own default
+    with sqlite_app.app_context():
+        engine = db.engine
+    with Session(engine) as session:
+        principal = principal_in(session, session.scalar(select(User).where(User.username == username)), None)
+        with pytest.raises(ServiceError, match=r"local repositories are disabled on this server \(git_allow_local\)"):
+            gitsource.resolve(session, settings.replace(git_allow_local=False), box, principal, {"repository": str(model)})
+        pinned = gitsource.resolve(session, settings, box, principal, {"repository": str(model)})
+    assert pinned["commit"] == git("rev-parse", "HEAD", cwd=model)

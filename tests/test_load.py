@@ -186,7 +186,7 @@ def test_a_token_stops_working_at_once_when_it_expires_or_its_membership_goes(ap
 def test_the_pool_keeps_a_connection_for_every_web_thread(app):
     with app.app_context():
         engine = db.engine
-    threads = app.config["KQI"]["web_threads"]
+    threads = kqi.settings_of(app).web_threads
     assert engine.pool.size() == threads + 4
 
 

@@ -99,7 +99,7 @@ def test_killed_dockerd_loses_the_node_its_jobs_end_or_requeue_and_leftovers_are
     # The engine comes back: its stale containers (the lost job's, the requeued job's first run) go.
     infra_engines.restart_engine(a)
     site.wait_node_state(node_a, "Ready", timeout=30)
-    wait_for(lambda: site_containers([a], app.config["KQI_SITE"]) == [], timeout=30, tick=site.scheduler.tick)
+    wait_for(lambda: site_containers([a], kqi.settings_of(app).site_id) == [], timeout=30, tick=site.scheduler.tick)
     assert _held(app) == []
     # Nothing double-booked: both GPUs of the returned node are placeable again.
     again_ids = [site.submit(name=f"g{i}", gpu=1, command="sleep 1") for i in range(4)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import kqi
 from kqi.extensions import db
 from kqi.kinds import interactive as services
 from kqi.models import Job, Role
@@ -33,8 +34,8 @@ def test_a_notebook_gets_the_site_defaults_and_the_tenants_default_lifetime(app,
     assert "{token}" in notebook["command"]  # the template; the token itself is never shown but in the link
     with app.app_context():
         row = db.session.get(ServiceRun, notebook["id"])
-        assert row.container_port == 8888 and row.token_sealed and len(services.token(row)) == 48
-        assert services.token(row) not in row.token_sealed  # sealed at rest
+        assert row.container_port == 8888 and row.token_sealed and len(services.token(kqi.box_of(app), row)) == 48
+        assert services.token(kqi.box_of(app), row) not in row.token_sealed  # sealed at rest
     assert [n["id"] for n in api.get("/api/v1/notebooks").get_json()["items"]] == [notebook["id"]]
     assert api.get("/api/v1/training").get_json()["total"] == 0  # not a training
 

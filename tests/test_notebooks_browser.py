@@ -48,7 +48,7 @@ def services(live, docker_engines):  # noqa: F811
     for engine in docker_engines:
         client = docker.DockerClient(base_url=engine.unix_url, timeout=30)
         try:
-            for container in client.containers.list(all=True, filters={"label": f"kqi.site={live.app.config['KQI_SITE']}"}):
+            for container in client.containers.list(all=True, filters={"label": f"kqi.site={kqi.settings_of(live.app).site_id}"}):
                 container.remove(force=True, v=True)
         finally:
             client.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import kqi
 from kqi.extensions import db
 from kqi.jobs import lifecycle as jobs
 from kqi.jobs.files import JobFiles
@@ -125,7 +126,7 @@ def _complete(app, run_id, outputs: dict[str, bytes]):
         for path, content in outputs.items():
             (output / path).parent.mkdir(parents=True, exist_ok=True)
             (output / path).write_bytes(content)
-        status, reason = preprocessing.on_collected(db.session, app.instance_path, job, JobStatus.COMPLETED, "")
+        status, reason = preprocessing.on_collected(db.session, kqi.settings_of(app), job, JobStatus.COMPLETED, "")
         jobs.transition(db.session, run_id, JobStatus.RUNNING, status, reason=reason, exit_code=0)
         db.session.commit()
 

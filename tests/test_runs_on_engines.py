@@ -84,7 +84,7 @@ def test_exec_in_a_running_job_from_the_api_refused_elsewhere_and_audited(cluste
 
     with cluster.app.app_context():
         from kqi.admin import audit
-        audit.buffer_of(cluster.app).write(db.session)
+        cluster.app.extensions[audit.EXTENSION].write(db.session)
         targets = [e.target for e in db.session.query(AuditEvent).filter_by(action="exec").order_by(AuditEvent.id)]
     assert targets[0].startswith(f"job {job_id}: echo $TRAINING_ID; pwd;") and "API_TOKEN=****" in targets[0]
     assert not any("tok-4711" in t for t in targets)
@@ -106,7 +106,7 @@ def test_inference_mounts_its_parent_keeps_its_value_and_is_named_for_its_kind(c
     job_id = answer.get_json()["id"]
     _wait_inference(cluster, job_id, "Running")
     names = [c.name for c in cluster.containers(job_id)]
-    assert names == [f"inference-score-{job_id}-{cluster.app.config['KQI_SITE']}"]
+    assert names == [f"inference-score-{job_id}-{kqi.settings_of(cluster.app).site_id}"]
 
     job = _wait_inference(cluster, job_id, "Completed", "Failed", "Error")
     assert job["status"] == "Completed" and job["value"] == 0.875 and job["parent_ids"] == [training]

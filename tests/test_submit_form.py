@@ -7,6 +7,7 @@ import re
 import subprocess
 from html import unescape
 
+import kqi
 from kqi.accounts.auth import principal_in
 from kqi.data import gitsource
 from kqi.extensions import db
@@ -30,9 +31,10 @@ def add_node(name, cpu=8, memory_gb=32, gpus=0, partition="", tenants=None):
     return node
 
 
-def run_on(principal, node, gpu_indices, name="holder"):
+def run_on(app, principal, node, gpu_indices, name="holder"):
     """A job of `principal`'s tenant Running on `node` with whole GPUs `gpu_indices`."""
-    job = jobs.submit(db.session, principal, {**JOB, "name": name, "gpu": len(gpu_indices)})
+    job = jobs.submit(db.session, kqi.settings_of(app), kqi.box_of(app), principal,
+                      {**JOB, "name": name, "gpu": len(gpu_indices)})
     job.status = JobStatus.RUNNING
     db.session.add(JobPart(job_id=job.id, rank=0, node_id=node.id, gpu_indices=list(gpu_indices)))
     db.session.add_all(GpuAllocation(job_id=job.id, node_id=node.id, gpu_index=i, milli=1000) for i in gpu_indices)
@@ -72,7 +74,7 @@ def test_estimate_runs_the_scheduler_plan_on_the_snapshot(app, factory):
         assert closed["reasons"] == ["node closed to tenant on 1 node"]
 
         # both GPUs held by a running job of the tenant: busy now, and the quota says so
-        run_on(who, big, [0, 1])
+        run_on(app, who, big, [0, 1])
         db.session.get(Tenant, who.tenant.id).quota_gpu_milli = 2000
         db.session.commit()
         busy = availability.estimate(db.session, who, {"cpu": 1, "memory_gb": 1, "gpu": 1})

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+import kqi
 from kqi.models import Role
 
 GOOD_JOB = {"name": "secret-a-job", "image": "kqi-test/busybox:1", "command": "true", "cpu": 1, "memory_gb": 0.5}
@@ -125,7 +126,7 @@ def test_memberships_by_admin_and_by_a_tenant_manager(app, factory):
 def test_login_is_rate_limited_per_username_and_address(app, factory):
     username, password = factory.user()
     client = app.test_client()
-    limit = app.config["KQI"]["login_max_failures"]
+    limit = kqi.settings_of(app).login_max_failures
     for _ in range(limit):
         assert client.post("/api/v1/account/login", json={"username": username, "password": "wrong-one"}).status_code == 401
     throttled = client.post("/api/v1/account/login", json={"username": username, "password": password})

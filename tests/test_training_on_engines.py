@@ -47,7 +47,7 @@ class Cluster:
                         tick=self.scheduler.tick)
 
     def containers(self, job_id=None):
-        site = self.app.config["KQI_SITE"]
+        site = kqi.settings_of(self.app).site_id
         label = [f"kqi.site={site}"] + ([f"kqi.job={job_id}"] if job_id else [])
         found = []
         for engine in self.engines:

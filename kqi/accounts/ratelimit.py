@@ -11,6 +11,7 @@ from collections import deque
 
 from kqi.errors import ServiceError
 
+EXTENSION = "kqi_login_limiter"  # where the app factory keeps the app's LoginLimiter (app.extensions)
 MAX_KEYS = 10_000  # beyond this, keys without recent failures are dropped before a new one is added
 
 
@@ -57,9 +58,3 @@ class LoginLimiter:
         with self._lock:
             self._failures.pop((username, ip), None)
 
-
-def for_app(app) -> LoginLimiter:
-    """The app's limiter, made on first use from `login_max_failures` and `login_window_s`."""
-    settings = app.config["KQI"]
-    return app.extensions.setdefault(
-        "kqi_login_limiter", LoginLimiter(int(settings["login_max_failures"]), float(settings["login_window_s"])))

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
@@ -24,16 +24,20 @@ from kqi.models.admin import AuditEvent
 log = logging.getLogger(__name__)
 
 FILTERS = ("username", "tenant", "action", "since", "until")
+EXTENSION = "kqi_audit"  # where the app factory keeps the app's AuditBuffer (app.extensions)
 
 
 class AuditBuffer:
     """Audit rows wait here for at most `delay_s` and are written together, in one transaction: under
     load one commit per request for the log alone would halve what the server can take. Reading the
     log writes what waits first, so it is always complete for its reader; a crash loses at most the
-    last `delay_s` of it."""
+    last `delay_s` of it.
 
-    def __init__(self, app, delay_s: float = 0.5):
-        self.app = app
+    `app_context` opens the app's context for the timer's thread (Flask-SQLAlchemy scopes
+    `db.session` to it): the app factory passes `app.app_context`."""
+
+    def __init__(self, app_context: Callable[[], AbstractContextManager[Any]], delay_s: float = 0.5):
+        self.app_context = app_context
         self.delay_s = delay_s
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -72,7 +76,7 @@ class AuditBuffer:
     def _write_later(self) -> None:
         from kqi.extensions import db
 
-        with self.app.app_context():
+        with self.app_context():
             try:
                 self.write(db.session)
             except Exception:
@@ -89,13 +93,9 @@ class AuditBuffer:
             self._write_later()
 
 
-def buffer_of(app) -> AuditBuffer:
-    return app.extensions.setdefault("kqi_audit", AuditBuffer(app))
-
-
-def record(*, username: str, tenant: str, action: str, target: str, status: int, ip: str) -> None:
-    """Log one event of the current app (written within AuditBuffer.delay_s)."""
-    buffer_of(current_app._get_current_object()).add(
+def record(buffer: AuditBuffer, *, username: str, tenant: str, action: str, target: str, status: int, ip: str) -> None:
+    """Log one event (written within AuditBuffer.delay_s)."""
+    buffer.add(
         {"at": utcnow(), "username": username[:64], "tenant": tenant[:64], "action": action[:64],
          "target": target[:512], "status": status, "ip": ip[:64]})
 
@@ -110,7 +110,7 @@ def _moment(args: Mapping[str, Any], field: str) -> datetime | None:
         raise ServiceError(f"{field} must be a date or time (ISO 8601)", field=field) from None
 
 
-def page(session: Session, args: Mapping[str, Any], page_no: int, per_page: int,
+def page(session: Session, buffer: AuditBuffer, args: Mapping[str, Any], page_no: int, per_page: int,
          tenant: str | None = None) -> tuple[list[AuditEvent], int]:
     """Newest first; username and tenant match exactly, action by substring, since/until bound `at`
     (a bare date as until covers that whole day). `tenant` forces one tenant (a manager's view)."""
@@ -130,7 +130,7 @@ def page(session: Session, args: Mapping[str, Any], page_no: int, per_page: int,
     if until:
         bare_date = len(str(args.get("until"))) == 10
         query = query.where(AuditEvent.at < until + timedelta(days=1)) if bare_date else query.where(AuditEvent.at <= until)
-    buffer_of(current_app._get_current_object()).write(session)
+    buffer.write(session)  # what waits first: the log is complete for its reader
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     rows = session.scalars(query.order_by(AuditEvent.id.desc()).offset((page_no - 1) * per_page).limit(per_page))
     return list(rows), total

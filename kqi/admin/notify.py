@@ -10,19 +10,20 @@ import logging
 import re
 import smtplib
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kqi import validation as v
 from kqi.admin import site_settings
-from kqi.crypto import box
+from kqi.crypto import SecretBox
 from kqi.errors import ServiceError
 from kqi.models import Job, User
 from kqi.models.admin import Notification, NotificationPreference
@@ -51,7 +52,7 @@ def _webhook_url(body: dict) -> str:
     return url
 
 
-def set_preferences(session: Session, user: User, body: Any) -> dict[str, Any]:
+def set_preferences(session: Session, box: SecretBox, user: User, body: Any) -> dict[str, Any]:
     """{"webhook_url": URL or null, "email": address or null}: null or "" turns a channel off;
     an absent key leaves it as it is."""
     body = v.require_object(body)
@@ -59,7 +60,7 @@ def set_preferences(session: Session, user: User, body: Any) -> dict[str, Any]:
     updates = {}
     if "webhook_url" in body:
         url = _webhook_url(body)
-        updates["webhook_sealed"] = box().seal(url) if url else ""
+        updates["webhook_sealed"] = box.seal(url) if url else ""
     if "email" in body:
         updates["email"] = v.text(body, "email", max_len=254, pattern=EMAIL, rule="an e-mail address")
     pref = session.get(NotificationPreference, user.id)
@@ -86,12 +87,12 @@ def queue_job_end(session: Session, job_id: int) -> None:
             session.add(Notification(job_id=job_id, user_id=job.user_id, channel=channel, text=text))
 
 
-def _send(session: Session, note: Notification, settings: dict[str, Any]) -> None:
+def _send(session: Session, box: SecretBox, note: Notification, settings: dict[str, Any]) -> None:
     pref = session.get(NotificationPreference, note.user_id)
     if note.channel == "webhook":
         if not (pref and pref.webhook_sealed):
             return  # turned off since: nothing to send
-        response = requests.post(box().unseal(pref.webhook_sealed), json={"text": note.text}, timeout=SEND_TIMEOUT_S,
+        response = requests.post(box.unseal(pref.webhook_sealed), json={"text": note.text}, timeout=SEND_TIMEOUT_S,
                                  allow_redirects=False)
         if response.status_code >= 300:
             raise OSError(f"webhook answered {response.status_code}")
@@ -109,7 +110,7 @@ def _send(session: Session, note: Notification, settings: dict[str, Any]) -> Non
         smtp.send_message(message)
 
 
-def deliver_pending(session: Session) -> int:
+def deliver_pending(session: Session, box: SecretBox) -> int:
     """Send what waits in the outbox (one batch); return how many were sent."""
     settings = site_settings.current(session)
     pending = list(session.scalars(select(Notification).where(Notification.sent.is_(False),
@@ -119,7 +120,7 @@ def deliver_pending(session: Session) -> int:
     for note in pending:
         note.attempts += 1
         try:
-            _send(session, note, settings)
+            _send(session, box, note, settings)
         except (OSError, requests.RequestException, smtplib.SMTPException) as exc:
             # The message says why without the URL, which is a credential.
             note.last_error = type(exc).__name__ + (f": {exc}" if not isinstance(exc, requests.RequestException) else "")
@@ -132,10 +133,11 @@ def deliver_pending(session: Session) -> int:
 
 
 class Notifier:
-    """Runs deliver_pending on one background thread; kick() never waits for it."""
+    """Runs deliver_pending on one background thread; kick() never waits for it. `app_context`
+    opens the app's context for that thread (Flask-SQLAlchemy scopes `db.session` to it)."""
 
-    def __init__(self, app: Flask):
-        self.app = app
+    def __init__(self, app_context: Callable[[], AbstractContextManager[Any]], box: SecretBox):
+        self.app_context, self.box = app_context, box
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kqi-notify")
         self._busy = threading.Lock()
 
@@ -150,9 +152,9 @@ class Notifier:
         from kqi.extensions import db
 
         try:
-            with self.app.app_context():
+            with self.app_context():
                 try:
-                    deliver_pending(db.session)
+                    deliver_pending(db.session, self.box)
                 except Exception:
                     log.exception("notification delivery failed")
                     db.session.rollback()

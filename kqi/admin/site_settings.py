@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -71,9 +70,6 @@ def _validate(body: dict, key: str) -> Any:
 
 def current(session: Session) -> dict[str, Any]:
     values = dict(DEFAULTS)
-    # The configuration's job_*_proxy keys are the proxies' defaults; a value set here wins.
-    configured = current_app.config["KQI"]
-    values.update({key: configured.get(f"job_{key}", "") for key in PROXY_KEYS})
     values.update({row.key: row.value for row in session.scalars(select(SiteSetting)) if row.key in DEFAULTS})
     return values
 

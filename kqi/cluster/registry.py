@@ -19,12 +19,12 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from kqi import crypto
 from kqi import validation as v
 from kqi.backends import registry as backends
 from kqi.backends.base import Credentials, GpuInfo, HostKeyMismatch, NodeError
 from kqi.backends.docker.gpus import model_label
 from kqi.cluster import health as node_health
+from kqi.crypto import SecretBox
 from kqi.errors import Conflict, NotFound, ServiceError
 from kqi.jobs import lifecycle as jobs
 from kqi.models import GpuAllocation, Node, Tenant
@@ -66,14 +66,14 @@ def _parse_credentials(body: Mapping[str, Any], backend: backends.Backend, schem
     return creds
 
 
-def _seal(creds: Credentials) -> str:
+def _seal(box: SecretBox, creds: Credentials) -> str:
     secrets = {field: getattr(creds, field) for field in backends.secret_fields() if getattr(creds, field)}
-    return crypto.box().seal(json.dumps(secrets)) if secrets else ""
+    return box.seal(json.dumps(secrets)) if secrets else ""
 
 
-def credentials(node: Node) -> Credentials:
+def credentials(box: SecretBox, node: Node) -> Credentials:
     """The node's keys, unsealed for the driver that is about to connect."""
-    secrets = json.loads(crypto.box().unseal(node.credentials_sealed)) if node.credentials_sealed else {}
+    secrets = json.loads(box.unseal(node.credentials_sealed)) if node.credentials_sealed else {}
     fingerprint = node.ssh_host_key_fingerprint if node.host_key_confirmed else ""
     return Credentials(**secrets, ssh_host_key_fingerprint=fingerprint)
 
@@ -183,7 +183,7 @@ def _unreachable(exc: NodeError, url: str) -> ServiceError:
                         code="unreachable", status=422)
 
 
-def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
+def register(session: Session, box: SecretBox, body: Any, timeout_s: int = 30) -> Node:
     """Register a node. An SSH node registered without a host key fingerprint is kept Unconfirmed,
     with the fingerprint its server presented, until an admin confirms it (see `confirm_host_key`)."""
     body = v.require_object(body)
@@ -199,7 +199,7 @@ def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
     if session.scalar(select(Node.id).where(Node.name == name)) is not None:
         raise Conflict(f"node {name} already exists", field="name")
     node = Node(name=name, url=url, cpu_milli=0, memory_mib=0, gpu_count=0, partition="", address="",
-                credentials_sealed=_seal(creds), state=node_health.READY, admin_state=node_health.READY,
+                credentials_sealed=_seal(box, creds), state=node_health.READY, admin_state=node_health.READY,
                 schedulable=True, gpu_source="declared")
     session.add(node)
     _apply_settings(session, node, {"address": "", **body})
@@ -223,7 +223,7 @@ def register(session: Session, body: Any, timeout_s: int = 30) -> Node:
     return node
 
 
-def confirm_host_key(session: Session, node: Node, body: Any, timeout_s: int = 30) -> Node:
+def confirm_host_key(session: Session, box: SecretBox, node: Node, body: Any, timeout_s: int = 30) -> Node:
     """Pin the SSH host key the admin confirms: it must be the one the server presents now."""
     body = v.require_object(body)
     v.reject_unknown(body, (HOST_KEY_FIELD,))
@@ -241,7 +241,7 @@ def confirm_host_key(session: Session, node: Node, body: Any, timeout_s: int = 3
                            field=HOST_KEY_FIELD, code="host_key_mismatch", status=422)
     node.ssh_host_key_fingerprint, node.host_key_confirmed = seen, True
     try:
-        summary = _read_inventory(session, node, credentials(node), timeout_s)
+        summary = _read_inventory(session, node, credentials(box, node), timeout_s)
     except NodeError as exc:
         raise _unreachable(exc, node.url) from None
     node.down_since, node.last_error = None, ""
@@ -250,12 +250,12 @@ def confirm_host_key(session: Session, node: Node, body: Any, timeout_s: int = 3
     return node
 
 
-def refresh_inventory(session: Session, node: Node, timeout_s: int = 30) -> Node:
+def refresh_inventory(session: Session, box: SecretBox, node: Node, timeout_s: int = 30) -> Node:
     """Read CPU, memory, engine and GPUs again (GPUs installed later show up)."""
     if not node.host_key_confirmed:
         raise Conflict("confirm the node's SSH host key first")
     try:
-        summary = _read_inventory(session, node, credentials(node), timeout_s)
+        summary = _read_inventory(session, node, credentials(box, node), timeout_s)
     except NodeError as exc:
         raise _unreachable(exc, node.url) from None
     node_health.note(session, node, f"inventory refreshed: {summary}")
@@ -282,12 +282,12 @@ def update(session: Session, node: Node, body: Any) -> Node:
     return node
 
 
-def register_local_if_reachable(session: Session) -> Node | None:
+def register_local_if_reachable(session: Session, box: SecretBox) -> Node | None:
     """`make run` offers the machine's own engine as node `local` when one answers."""
     if session.scalar(select(Node.id).where(Node.name == "local")) is not None:
         return None
     try:
-        return register(session, {"name": "local", "url": LOCAL_ENGINE}, timeout_s=5)
+        return register(session, box, {"name": "local", "url": LOCAL_ENGINE}, timeout_s=5)
     except ServiceError:
         return None
 

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import current_app
 from git import GitCommandError, Repo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kqi import validation as v
 from kqi.accounts.auth import Principal
-from kqi.crypto import box
+from kqi.config import Settings
+from kqi.crypto import SecretBox
 from kqi.errors import Conflict, NotFound, ServiceError
 from kqi.models.data import GitServer, GitToken
 
@@ -87,7 +87,7 @@ def server_dict(server: GitServer) -> dict[str, Any]:
     return {"id": server.id, "name": server.name, "url": server.url, "kind": server.kind}
 
 
-def set_token(session: Session, principal: Principal, body: Any) -> GitToken:
+def set_token(session: Session, box: SecretBox, principal: Principal, body: Any) -> GitToken:
     """Store (or replace) the caller's token for one server, sealed."""
     body = v.require_object(body)
     v.reject_unknown(body, ("git_server_id", "token", "username"))
@@ -104,7 +104,7 @@ def set_token(session: Session, principal: Principal, body: Any) -> GitToken:
         row = GitToken(user_id=principal.user.id, git_server_id=server.id)
         session.add(row)
     row.username = username
-    row.sealed_token = box().seal(token)
+    row.sealed_token = box.seal(token)
     session.flush()
     return row
 
@@ -129,7 +129,7 @@ def token_dict(row: GitToken) -> dict[str, Any]:
 
 # -- repository URLs and credentials
 
-def repository_url(value: Any, instance: Path, allow_local: bool = True) -> str:
+def repository_url(value: Any, instance: Path, allow_local: bool) -> str:
     """A repository URL as stored and shown (MODEL_REPOSITORY): http(s), file:// or a local path."""
     if not isinstance(value, str) or not value.strip():
         raise ServiceError("git.repository is required", field="git")
@@ -163,7 +163,7 @@ def _server_for(session: Session, url: str) -> GitServer | None:
     return best
 
 
-def auth_env(session: Session, user_id: int, url: str) -> dict[str, str]:
+def auth_env(session: Session, box: SecretBox, user_id: int, url: str) -> dict[str, str]:
     """The environment of one git process for `url`: never prompt; the user's token, if any, as a header."""
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_COUNT": "0"}
@@ -172,7 +172,7 @@ def auth_env(session: Session, user_id: int, url: str) -> dict[str, str]:
     server = _server_for(session, url)
     row = server and session.scalar(select(GitToken).where(GitToken.user_id == user_id, GitToken.git_server_id == server.id))
     if row is not None:
-        basic = base64.b64encode(f"{row.username}:{box().unseal(row.sealed_token)}".encode()).decode()
+        basic = base64.b64encode(f"{row.username}:{box.unseal(row.sealed_token)}".encode()).decode()
         env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
                     "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
     return env
@@ -221,18 +221,19 @@ class Mirrors:
                 raise ServiceError(f"cannot read git repository {url}: {_clean_error(exc)}{hint}", field="git") from None
 
 
-def resolve(session: Session, principal: Principal, body: Any, instance: Path, allow_local: bool = True) -> dict[str, str]:
-    """{"repository", "branch", "commit"} with the commit resolved to a full SHA (pinned).
-    A commit wins over a branch; neither means the default branch's head."""
+def resolve(session: Session, settings: Settings, box: SecretBox, principal: Principal, body: Any) -> dict[str, str]:
+    """{"repository", "branch", "commit"} with the commit resolved to a full SHA (pinned), fetched
+    with the principal's token (unsealed with `box`). A commit wins over a branch; neither means
+    the default branch's head."""
     if not isinstance(body, dict):
         raise ServiceError("git must be an object: {\"repository\": URL, \"branch\"?: ..., \"commit\"?: ...}", field="git")
     v.reject_unknown(body, ("repository", "branch", "commit"))
-    url = repository_url(body.get("repository"), instance, allow_local)
+    url = repository_url(body.get("repository"), settings.instance_path, settings.git_allow_local)
     branch = v.text(body, "branch", max_len=255, pattern=REF, rule="not a valid branch name")
     commit = v.text(body, "commit", max_len=40, pattern=COMMIT, rule="a commit is 4 to 40 hexadecimal digits")
     if branch and (".." in branch or branch.endswith((".lock", "/"))):
         raise ServiceError("git.branch is not a valid branch name", field="git")
-    repo = Mirrors(instance).update(url, auth_env(session, principal.user.id, url))
+    repo = Mirrors(settings.instance_path).update(url, auth_env(session, box, principal.user.id, url))
     if commit:
         rev, what = f"{commit}^{{commit}}", f"commit {commit}"
     elif branch:
@@ -244,7 +245,7 @@ def resolve(session: Session, principal: Principal, body: Any, instance: Path, a
     except GitCommandError:
         raise ServiceError(f"{what} not found in {url}", field="git") from None
     pinned = {"repository": url, "branch": branch, "commit": sha}
-    tree_tar(session, principal.user.id, instance, url, sha)  # submodules must resolve now, not at start
+    tree_tar(session, settings, box, principal.user.id, url, sha)  # submodules must resolve now, not at start
     return pinned
 
 
@@ -293,11 +294,11 @@ def _has_commit(path: Path, commit: str) -> bool:
         return False
 
 
-def _add_tree(session: Session, user_id: int, instance: Path, url: str, commit: str, prefix: str,
+def _add_tree(session: Session, settings: Settings, box: SecretBox, user_id: int, url: str, commit: str, prefix: str,
               out: tarfile.TarFile, depth: int) -> None:
-    mirrors = Mirrors(instance)
+    mirrors = Mirrors(settings.instance_path)
     if not _has_commit(mirrors.path(url), commit):
-        mirrors.update(url, auth_env(session, user_id, url))
+        mirrors.update(url, auth_env(session, box, user_id, url))
         if not _has_commit(mirrors.path(url), commit):
             raise ServiceError(f"commit {commit} not found in {url}", field="git")
     repo = Repo(mirrors.path(url))
@@ -315,13 +316,13 @@ def _add_tree(session: Session, user_id: int, instance: Path, url: str, commit: 
         return
     for path, sub_url, sub_commit in _submodules(repo, commit):
         # the same rules as a job's own repository: no other schemes, no reading the server's storage
-        target = repository_url(_join_url(url, sub_url), instance, current_app.config["KQI"]["git_allow_local"])
-        _add_tree(session, user_id, instance, target, sub_commit, posixpath.join(prefix, path), out, depth + 1)
+        target = repository_url(_join_url(url, sub_url), settings.instance_path, settings.git_allow_local)
+        _add_tree(session, settings, box, user_id, target, sub_commit, posixpath.join(prefix, path), out, depth + 1)
 
 
-def tree_tar(session: Session, user_id: int, instance: Path, url: str, commit: str) -> Path:
+def tree_tar(session: Session, settings: Settings, box: SecretBox, user_id: int, url: str, commit: str) -> Path:
     """The cached tar of the repository at `commit` (members under kqi/git/), built when missing."""
-    mirrors = Mirrors(instance)
+    mirrors = Mirrors(settings.instance_path)
     target = mirrors.cache / f"{hashlib.sha256(f'{url}@{commit}'.encode()).hexdigest()[:40]}.tar"
     if target.exists():
         return target
@@ -329,7 +330,7 @@ def tree_tar(session: Session, user_id: int, instance: Path, url: str, commit: s
     fd, partial = tempfile.mkstemp(dir=mirrors.cache, suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w") as out:
-            _add_tree(session, user_id, instance, url, commit, "kqi/git", out, 0)
+            _add_tree(session, settings, box, user_id, url, commit, "kqi/git", out, 0)
         os.replace(partial, target)
     except GitCommandError as exc:  # e.g. a gitlink without .gitmodules
         raise ServiceError(f"cannot take the tree of {url} at {commit}: {_clean_error(exc)}", field="git") from None

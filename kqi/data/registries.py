@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from kqi import validation as v
 from kqi.accounts.auth import Principal
-from kqi.crypto import box
+from kqi.crypto import SecretBox
 from kqi.errors import Conflict, NotFound, ServiceError
 from kqi.models.data import Registry, RegistryCredential
 
@@ -59,7 +59,7 @@ def as_dict(registry: Registry) -> dict[str, Any]:
     return {"id": registry.id, "name": registry.name, "host": registry.host}
 
 
-def set_credential(session: Session, principal: Principal, body: Any) -> RegistryCredential:
+def set_credential(session: Session, box: SecretBox, principal: Principal, body: Any) -> RegistryCredential:
     body = v.require_object(body)
     v.reject_unknown(body, ("registry_id", "username", "password"))
     registry_id = v.number(body, "registry_id", required=True, minimum=1, maximum=2**31, integer=True)
@@ -74,7 +74,7 @@ def set_credential(session: Session, principal: Principal, body: Any) -> Registr
         row = RegistryCredential(user_id=principal.user.id, registry_id=registry.id)
         session.add(row)
     row.username = username
-    row.sealed_password = box().seal(password)
+    row.sealed_password = box.seal(password)
     session.flush()
     return row
 
@@ -99,7 +99,7 @@ def credential_dict(row: RegistryCredential) -> dict[str, Any]:
             "username": row.username}
 
 
-def auth_config(session: Session, user_id: int, image: str) -> dict[str, str] | None:
+def auth_config(session: Session, box: SecretBox, user_id: int, image: str) -> dict[str, str] | None:
     """The engine's auth_config for pulling `image` as this user, or None (anonymous pull)."""
     host = image_host(image)
     if host is None:
@@ -108,4 +108,4 @@ def auth_config(session: Session, user_id: int, image: str) -> dict[str, str] | 
         RegistryCredential.user_id == user_id, Registry.host == host))
     if row is None:
         return None
-    return {"username": row.username, "password": box().unseal(row.sealed_password), "serveraddress": host}
+    return {"username": row.username, "password": box.unseal(row.sealed_password), "serveraddress": host}

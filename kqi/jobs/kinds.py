@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from kqi.backends.base import ContainerSpec, NodeDriver
 from kqi.backends.registry import Capabilities, capabilities_of
+from kqi.config import Settings
+from kqi.crypto import SecretBox
 from kqi.models import Job, JobStatus, Node
 
 if TYPE_CHECKING:
@@ -55,17 +57,18 @@ class JobKind:
     def ship(self, session: Session, instance: Path, job: Job, shipment: Shipment) -> None:
         """Add this kind's own files to the job's shipment."""
 
-    def adapt(self, session: Session, job: Job, spec: ContainerSpec) -> ContainerSpec:
+    def adapt(self, session: Session, box: SecretBox, job: Job, spec: ContainerSpec) -> ContainerSpec:
+        """The container spec as this kind runs it (`box` unseals what the kind keeps sealed)."""
         return spec
 
     def on_started(self, session: Session, driver: NodeDriver, job: Job) -> None:
         """Called once every part started; may raise NodeError to fail the start."""
 
-    def on_collected(self, session: Session, instance: Path, job: Job, status: JobStatus,
+    def on_collected(self, session: Session, settings: Settings, job: Job, status: JobStatus,
                      reason: str) -> tuple[JobStatus, str]:
         return status, reason
 
-    def enforce(self, session: Session, driver: Callable[[Node], NodeDriver], settings: dict[str, Any],
+    def enforce(self, session: Session, driver: Callable[[Node], NodeDriver], settings: Settings,
                 now: datetime) -> list[int]:
         """The kind's rules over its running jobs, every tick; the ids of the jobs it halted."""
         return []

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from kqi import validation as v
 from kqi.accounts.auth import Principal
 from kqi.admin import accounting, notify
+from kqi.config import Settings
+from kqi.crypto import SecretBox
 from kqi.data.blobs import BlobStore
 from kqi.errors import Conflict, NotFound, ServiceError
 from kqi.jobs import history as runs
@@ -82,13 +84,14 @@ def _flag(body: Any, field: str) -> bool:
     return value
 
 
-def submit(session: Session, principal: Principal, body: Any, kind: str = "training") -> Job:
+def submit(session: Session, settings: Settings, box: SecretBox, principal: Principal, body: Any,
+           kind: str = "training") -> Job:
     # A new job has no parts and no tags yet: said here, its JSON reads them without a query.
     job = Job(tenant_id=principal.tenant.id, user_id=principal.user.id, kind=kind, status=JobStatus.QUEUED,
               parts=[], tag_rows=[], **parse_submission(body))
     session.add(job)
     session.flush()
-    job_sources.attach(session, principal, job, body)  # dataset, git commit, parents: pinned now
+    job_sources.attach(session, settings, box, principal, job, body)  # dataset, git commit, parents: pinned now
     runs.check_kind(session, job)
     runs.record_event(session, job.id, JobStatus.QUEUED, "submitted")
     return job

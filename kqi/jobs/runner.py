@@ -28,6 +28,8 @@ from kqi.backends.base import (
     NodeDriver,
     NodeError,
 )
+from kqi.config import Settings
+from kqi.crypto import SecretBox
 from kqi.errors import ServiceError
 from kqi.jobs import history as runs
 from kqi.jobs import lifecycle as jobs
@@ -42,14 +44,26 @@ OUTPUT_PREFIX = "output"  # how the engine names /kqi/output's members in an arc
 GANG_PORT_BASE, GANG_PORT_SPAN = 20000, 20000  # MASTER_PORT = base + job id mod span
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunContext:
-    """What the runner needs from the app: where files go, which site it is, how to reach nodes."""
+    """What the runner needs from the app: its settings (where files go, which site it is), the box
+    that unseals git and registry credentials, and how to reach nodes."""
 
-    instance: Path
-    site: str
+    settings: Settings
+    box: SecretBox
     driver: Callable[[Node], NodeDriver]
-    stop_grace_s: int = 10
+
+    @property
+    def instance(self) -> Path:
+        return self.settings.instance_path
+
+    @property
+    def site(self) -> str:
+        return self.settings.site_id
+
+    @property
+    def stop_grace_s(self) -> int:
+        return self.settings.stop_grace_s
 
 
 def container_name(job: Job, rank: int, site: str) -> str:
@@ -71,13 +85,13 @@ def gang_env(job: Job, rank: int) -> dict[str, str]:
             "WORLD_SIZE": str(job.nodes), "NODE_RANK": str(rank)}
 
 
-def container_env(job: Job, part: JobPart) -> dict[str, str]:
+def container_env(job: Job, part: JobPart, settings: Settings) -> dict[str, str]:
     env = dict(job.env or {})
     env.update(site_settings.proxy_env(object_session(job)))
     env.update(gpu_env(list(part.gpu_indices or [])))
     env.update(gang_env(job, part.rank))
     env.update({"TRAINING_ID": str(job.id), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
-    env.update(job_sources.contract_env(object_session(job), job))
+    env.update(job_sources.contract_env(object_session(job), settings, job))
     return env
 
 
@@ -89,7 +103,7 @@ def spec_for(job: Job, part: JobPart, ctx: RunContext,
         name=container_name(job, part.rank, ctx.site),
         image=job.image,
         command=job.command,
-        env=container_env(job, part),
+        env=container_env(job, part, ctx.settings),
         labels={LABEL_SITE: ctx.site, LABEL_JOB: str(job.id), LABEL_RANK: str(part.rank), LABEL_KIND: job.kind},
         resources=job.resources,
         gpu_indices=tuple(part.gpu_indices or ()),
@@ -98,7 +112,7 @@ def spec_for(job: Job, part: JobPart, ctx: RunContext,
         archives=(kqi_folders_archive(path for path, _ in shipment.readonly) if shipment else kqi_folders_archive(),
                   *(shipment.archives if shipment else ())),
         readonly=tuple(shipment.readonly) if shipment else (),
-        registry_auth=job_sources.registry_auth(session, job),
+        registry_auth=job_sources.registry_auth(session, ctx.box, job),
         pull=job_sources.pull_requested(job),
         progress=job_sources.PullProgress(ctx.instance, job.id),
     )
@@ -125,9 +139,9 @@ def start(session: Session, ctx: RunContext, job: Job) -> None:
     shipment = None
     try:
         kind = kind_of(job.kind)
-        shipment = job_sources.prepare(session, ctx.instance, job)
+        shipment = job_sources.prepare(session, ctx.settings, ctx.box, job)
         kind.ship(session, ctx.instance, job, shipment)
-        specs = [kind.adapt(session, job, spec_for(job, part, ctx, shipment)) for part in job.parts]
+        specs = [kind.adapt(session, ctx.box, job, spec_for(job, part, ctx, shipment)) for part in job.parts]
         for part, spec in zip(job.parts, specs):  # every part's backend can run it, before any starts
             backends.refuse_unsupported(part.node.url, spec)
         for part, spec in zip(job.parts, specs):
@@ -239,7 +253,7 @@ def _finish(session: Session, ctx: RunContext, nodes: _NodeStates, job: Job, sta
         log.warning("finishing job %s failed, will retry: %s", job.id, exc)
         return False
     job_sources.record_refused_outputs(session, job, refused)
-    status, reason = kind_of(job.kind).on_collected(session, ctx.instance, job, status, reason)
+    status, reason = kind_of(job.kind).on_collected(session, ctx.settings, job, status, reason)
     jobs.transition(session, job.id, JobStatus.RUNNING, status, exit_code=exit_code, reason=reason,
                     value=runs.read_value(ctx.instance, job.id))  # /kqi/output/value.txt, as collected
     session.commit()

@@ -62,7 +62,7 @@ def masked(text: str, secrets: list[str]) -> str:
 
 
 def run(session: Session, ctx: RunContext, principal: Principal, job_id: int, body: Any, *, kind: str | None,
-        timeout_s: float, limit_bytes: int, ip: str) -> dict[str, Any]:
+        timeout_s: float, limit_bytes: int, ip: str, audit_log: audit.AuditBuffer) -> dict[str, Any]:
     job = jobs.get(session, principal, job_id, kind)  # first: another tenant's job is not found, whatever the body
     argv = parse_command(body)
     master = job.parts[0] if job.parts else None
@@ -80,7 +80,7 @@ def run(session: Session, ctx: RunContext, principal: Principal, job_id: int, bo
     except NodeError as exc:
         raise Conflict(f"the command could not run in the container: {exc}") from None
     finally:  # the command itself, which the request's own audit row (route and path) lacks
-        audit.record(username=principal.user.username, tenant=principal.tenant.name, action="exec",
+        audit.record(audit_log, username=principal.user.username, tenant=principal.tenant.name, action="exec",
                      target=f"job {job.id}: {masked(shown, secrets)}", status=status, ip=ip)
     return {"exit_code": result.exit_code, "output": result.output.decode("utf-8", "replace"),
             "truncated": result.truncated, "timed_out": result.timed_out, "timeout_s": timeout_s}

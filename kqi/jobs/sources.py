@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from kqi.accounts.auth import Principal
 from kqi.backends.base import Archive
+from kqi.config import Settings
+from kqi.crypto import SecretBox
 from kqi.data import datasets, gitsource, registries
 from kqi.data.blobs import BlobStore
 from kqi.data.items import file_name
@@ -47,9 +48,9 @@ def _parent_ids(value: Any) -> list[int]:
     return ids
 
 
-def attach(session: Session, principal: Principal, job: Job, body: dict[str, Any]) -> JobSource:
+def attach(session: Session, settings: Settings, box: SecretBox, principal: Principal, job: Job,
+           body: dict[str, Any]) -> JobSource:
     """Pin a new job's sources (cheap checks first, the git fetch last); raise before anything is kept."""
-    settings = current_app.config["KQI"]
     source = JobSource(job_id=job.id, provenance={})
     pull = body.get("pull", False)
     if not isinstance(pull, bool):
@@ -68,8 +69,7 @@ def attach(session: Session, principal: Principal, job: Job, body: dict[str, Any
         dataset = datasets.lock_for_job(session, principal, body["dataset_id"])
         source.dataset_id, source.dataset_hash = dataset.id, dataset.content_hash
     if body.get("git") is not None:
-        pinned = gitsource.resolve(session, principal, body["git"], Path(current_app.instance_path),
-                                   allow_local=settings["git_allow_local"])
+        pinned = gitsource.resolve(session, settings, box, principal, body["git"])
         source.git_repository, source.git_branch, source.git_commit = pinned["repository"], pinned["branch"], pinned["commit"]
     session.add(source)
     session.flush()
@@ -99,9 +99,9 @@ def refuse_if_parent(session: Session, job: Job) -> None:
         raise Conflict(f"job {job.id} is the parent of job {children[0]}: it is kept for their lineage")
 
 
-def contract_env(session: Session, job: Job) -> dict[str, str]:
+def contract_env(session: Session, settings: Settings, job: Job) -> dict[str, str]:
     """The reserved variables kqi sets from a job's sources (users cannot override them)."""
-    env = {"COLUMNS": str(current_app.config["KQI"]["job_columns"])}
+    env = {"COLUMNS": str(settings.job_columns)}
     source = job.source
     if source is not None:
         if source.dataset_id:
@@ -169,10 +169,10 @@ def attachments_tar(store: BlobStore, rows: list[JobAttachment], target: Path, p
                 archive.addfile(info, fh)
 
 
-def prepare(session: Session, instance: Path, job: Job) -> Shipment:
+def prepare(session: Session, settings: Settings, box: SecretBox, job: Job) -> Shipment:
     """Everything the job's containers get before they start. Raises ServiceError when a source
     can no longer be read (the job then ends in Error with that reason)."""
-    instance = Path(instance)
+    instance = settings.instance_path
     store = BlobStore(instance)
     scratch = JobFiles(instance, job.id).root / "shipping"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -180,7 +180,7 @@ def prepare(session: Session, instance: Path, job: Job) -> Shipment:
     shipment = Shipment(scratch)
     source = job.source
     if source is not None and source.git_commit:
-        shipment.archives.append(gitsource.tree_tar(session, job.user_id, instance, source.git_repository,
+        shipment.archives.append(gitsource.tree_tar(session, settings, box, job.user_id, source.git_repository,
                                                     source.git_commit))
     rows = list(session.scalars(select(JobAttachment).where(JobAttachment.job_id == job.id).order_by(JobAttachment.id)))
     if rows:
@@ -221,8 +221,8 @@ class PullProgress:
         self.path.unlink(missing_ok=True)
 
 
-def registry_auth(session: Session, job: Job) -> dict[str, str] | None:
-    return registries.auth_config(session, job.user_id, job.image)
+def registry_auth(session: Session, box: SecretBox, job: Job) -> dict[str, str] | None:
+    return registries.auth_config(session, box, job.user_id, job.image)
 
 
 def pull_requested(job: Job) -> bool:

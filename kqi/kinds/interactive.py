@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from kqi import crypto
 from kqi import validation as v
 from kqi.backends.base import ContainerSpec, NodeDriver, NodeError
+from kqi.crypto import SecretBox
 from kqi.jobs.files import JobFiles
 from kqi.jobs.kinds import JobKind, kind_of
 from kqi.models import Job, JobStatus, Node, utcnow
@@ -56,8 +56,8 @@ class InteractiveKind(JobKind):
     def ship(self, session, instance, job, shipment):
         ship(session, instance, job, shipment)
 
-    def adapt(self, session, job, spec):
-        return adapt(session, job, spec)
+    def adapt(self, session, box, job, spec):
+        return adapt(session, box, job, spec)
 
     def on_started(self, session, driver, job):
         started(session, driver, job)
@@ -88,8 +88,8 @@ def row_of(session: Session, job: Job) -> ServiceRun | None:
     return session.get(ServiceRun, job.id) if is_interactive(job.kind) else None
 
 
-def token(row: ServiceRun) -> str:
-    return crypto.box().unseal(row.token_sealed) if row.token_sealed else ""
+def token(box: SecretBox, row: ServiceRun) -> str:
+    return box.unseal(row.token_sealed) if row.token_sealed else ""
 
 
 def node_host(node: Node) -> str:
@@ -127,12 +127,12 @@ def ship(session: Session, instance: Path, job: Job, shipment) -> None:
         shipment.readonly.append((PARENT_DIR, target))
 
 
-def adapt(session: Session, job: Job, spec: ContainerSpec) -> ContainerSpec:
+def adapt(session: Session, box: SecretBox, job: Job, spec: ContainerSpec) -> ContainerSpec:
     """A service's container: its argv instead of `sh -c`, its port published, started in /kqi."""
     row = row_of(session, job)
     if row is None:
         return spec
-    return replace(spec, argv=argv(job.command, row.container_port, token(row)), ports=(row.container_port,),
+    return replace(spec, argv=argv(job.command, row.container_port, token(box, row)), ports=(row.container_port,),
                    workdir="/kqi")
 
 

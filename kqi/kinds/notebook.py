@@ -15,11 +15,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session, object_session
 
-from kqi import crypto
 from kqi import validation as v
 from kqi.accounts import auth as accounts
 from kqi.accounts.auth import Principal
 from kqi.admin import site_settings
+from kqi.config import Settings
+from kqi.crypto import SecretBox
 from kqi.errors import Conflict, ServiceError
 from kqi.jobs import lifecycle as jobs
 from kqi.jobs import sources as job_sources
@@ -52,26 +53,27 @@ def lifetime_s(tenant: Tenant, body: dict[str, Any]) -> int | None:
     return max(1, round(hours * 3600))
 
 
-def _submit(session: Session, principal: Principal, body: Any, command: str, previous_id: int | None = None) -> Job:
+def _submit(session: Session, settings: Settings, box: SecretBox, principal: Principal, body: Any, command: str,
+            previous_id: int | None = None) -> Job:
     body = dict(v.require_object(body))
     v.reject_unknown(body, FIELDS)
     lifetime = lifetime_s(principal.tenant, body)
     body.pop("lifetime_hours", None)
-    settings = site_settings.current(session)
+    site = site_settings.current(session)
     if not body.get("image"):
-        body["image"] = settings["notebook_image"]
+        body["image"] = site["notebook_image"]
     for field, default in (("cpu", "default_cpu"), ("memory_gb", "default_memory_gb"), ("gpu", "default_gpu")):
         if body.get(field) in (None, ""):
-            body[field] = settings[default]
-    job = jobs.submit(session, principal, {**body, "command": command}, kind=KIND)
-    services.record(session, job, settings["notebook_port"], lifetime_s=lifetime, previous_id=previous_id,
-                    token_sealed=crypto.box().seal(secrets.token_hex(24)))
+            body[field] = site[default]
+    job = jobs.submit(session, settings, box, principal, {**body, "command": command}, kind=KIND)
+    services.record(session, job, site["notebook_port"], lifetime_s=lifetime, previous_id=previous_id,
+                    token_sealed=box.seal(secrets.token_hex(24)))
     return job
 
 
-def create(session: Session, principal: Principal, body: Any) -> Job:
+def create(session: Session, settings: Settings, box: SecretBox, principal: Principal, body: Any) -> Job:
     """A new notebook with the site's current command template (kept with the job: a rerun uses it too)."""
-    return _submit(session, principal, body, site_settings.current(session)["notebook_command"])
+    return _submit(session, settings, box, principal, body, site_settings.current(session)["notebook_command"])
 
 
 def get(session: Session, principal: Principal, job_id: int) -> Job:
@@ -91,7 +93,7 @@ def remove(session: Session, principal: Principal, job_id: int) -> list[str]:
     return jobs.remove(session, principal, job_id)
 
 
-def rerun(session: Session, principal: Principal, job_id: int) -> Job:
+def rerun(session: Session, settings: Settings, box: SecretBox, principal: Principal, job_id: int) -> Job:
     """The same notebook again (same image, resources, lifetime, sources), its earlier /kqi/output
     restored. The lifetime is checked against the tenant's policy as it is now."""
     previous = get(session, principal, job_id)
@@ -111,14 +113,14 @@ def rerun(session: Session, principal: Principal, job_id: int) -> Job:
         body["git"] = {"repository": sources["git"]["repository"], "commit": sources["git"]["commit"]}
     if sources["parent_ids"]:
         body["parent_ids"] = sources["parent_ids"]
-    return _submit(session, principal, body, previous.command, previous_id=previous.id)
+    return _submit(session, settings, box, principal, body, previous.command, previous_id=previous.id)
 
 
-def open_url(job: Job) -> str | None:
+def open_url(box: SecretBox, job: Job) -> str | None:
     """The "open notebook" link with its token, while it runs (shown to its tenant only)."""
     row = services.row_of(object_session(job), job)
     base = services.base_url(job, row)
-    return f"{base}{OPEN_PATH}{services.token(row)}" if base else None
+    return f"{base}{OPEN_PATH}{services.token(box, row)}" if base else None
 
 
 def expires_at(job: Job) -> datetime | None:
@@ -133,7 +135,7 @@ def lifetime_hours(job: Job) -> float | None:
     return round(row.lifetime_s / 3600, 4) if row and row.lifetime_s else None
 
 
-def as_dict(job: Job) -> dict[str, Any]:
+def as_dict(box: SecretBox, job: Job) -> dict[str, Any]:
     session = object_session(job)
     row = services.row_of(session, job)
     ends = expires_at(job)
@@ -143,7 +145,7 @@ def as_dict(job: Job) -> dict[str, Any]:
         "expires_at": ends.isoformat(timespec="seconds") + "Z" if ends else None,
         "remaining_s": services.seconds_left(job, row, utcnow()),
         "previous_id": row.previous_id if row else None,
-        "url": open_url(job),
+        "url": open_url(box, job),
     }
 
 

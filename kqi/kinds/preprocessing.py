@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +23,8 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from kqi import validation as v
 from kqi.accounts.auth import Principal
+from kqi.config import Settings
+from kqi.crypto import SecretBox
 from kqi.data import gitsource
 from kqi.data import items as data_service
 from kqi.data.blobs import BlobStore
@@ -53,13 +54,11 @@ OUTPUT_RULE = "each folder /kqi/output/{name}/ becomes a data item named {name}"
 
 # -- definitions
 
-def _git(session: Session, principal: Principal, value: Any) -> dict[str, str]:
+def _git(session: Session, settings: Settings, box: SecretBox, principal: Principal, value: Any) -> dict[str, str]:
     """The definition's code pinned to a commit now (a branch or the default head), or nothing."""
     if value is None or value == {} or value == "":
         return {"git_repository": "", "git_branch": "", "git_commit": ""}
-    settings = current_app.config["KQI"]
-    pinned = gitsource.resolve(session, principal, value, Path(current_app.instance_path),
-                               allow_local=settings["git_allow_local"])
+    pinned = gitsource.resolve(session, settings, box, principal, value)
     return {"git_repository": pinned["repository"], "git_branch": pinned["branch"], "git_commit": pinned["commit"]}
 
 
@@ -82,7 +81,8 @@ def _name(session: Session, principal: Principal, body: dict[str, Any], current:
     return name
 
 
-def _values(session: Session, principal: Principal, body: dict[str, Any], current: Preprocessing | None) -> dict[str, Any]:
+def _values(session: Session, settings: Settings, box: SecretBox, principal: Principal, body: dict[str, Any],
+            current: Preprocessing | None) -> dict[str, Any]:
     """Column values for the fields present in `body` (all of them for a new definition)."""
     values: dict[str, Any] = {}
     if current is None or "name" in body:
@@ -98,7 +98,7 @@ def _values(session: Session, principal: Principal, body: dict[str, Any], curren
         merged.update({k: body[k] for k in RESOURCES if k in body})
         values.update(_resources(merged))
     if current is None or "git" in body:
-        values.update(_git(session, principal, body.get("git")))
+        values.update(_git(session, settings, box, principal, body.get("git")))
     return values
 
 
@@ -111,11 +111,11 @@ def _defaults(d: Preprocessing) -> dict[str, Any]:
     return fields
 
 
-def create(session: Session, principal: Principal, body: Any) -> Preprocessing:
+def create(session: Session, settings: Settings, box: SecretBox, principal: Principal, body: Any) -> Preprocessing:
     body = v.require_object(body)
     v.reject_unknown(body, FIELDS)
     definition = Preprocessing(tenant_id=principal.tenant.id, user_id=principal.user.id,
-                               **_values(session, principal, body, None))
+                               **_values(session, settings, box, principal, body, None))
     session.add(definition)
     _flush_name(session, definition)
     return definition
@@ -163,7 +163,8 @@ def _git_unchanged(d: Preprocessing, value: Any) -> bool:
             and (not commit or (isinstance(commit, str) and d.git_commit.startswith(commit.lower()))))
 
 
-def update(session: Session, principal: Principal, preprocessing_id: int, body: Any) -> Preprocessing:
+def update(session: Session, settings: Settings, box: SecretBox, principal: Principal, preprocessing_id: int,
+           body: Any) -> Preprocessing:
     """Change the fields given. With history, image, git and command stay as they ran."""
     body = v.require_object(body)
     v.reject_unknown(body, FIELDS)
@@ -178,7 +179,7 @@ def update(session: Session, principal: Principal, preprocessing_id: int, body: 
                 raise Conflict(f"preprocessing {definition.name} has history: its {field} stays as it ran "
                                "(delete its history, or create a new preprocessing)", field=field)
         body = {k: val for k, val in body.items() if k not in LOCKED}
-    for key, value in _values(session, principal, body, definition).items():
+    for key, value in _values(session, settings, box, principal, body, definition).items():
         setattr(definition, key, value)
     _flush_name(session, definition)
     return definition
@@ -214,7 +215,8 @@ def earlier_run(session: Session, definition: Preprocessing, data_id: int) -> Pr
                           .order_by(PreprocessingRun.job_id).limit(1))
 
 
-def run(session: Session, principal: Principal, preprocessing_id: int, body: Any) -> list[PreprocessingRun]:
+def run(session: Session, settings: Settings, box: SecretBox, principal: Principal, preprocessing_id: int,
+        body: Any) -> list[PreprocessingRun]:
     """Queue one job per data item (all or none): `data_ids`, and resources overriding the defaults."""
     body = v.require_object(body)
     v.reject_unknown(body, RUN_FIELDS)
@@ -237,14 +239,14 @@ def run(session: Session, principal: Principal, preprocessing_id: int, body: Any
                            f"({earlier.job.status.value}); delete that history entry to run it again", field="data_ids")
     pinned = None
     if definition.git_commit:  # the runner's own access to the pinned code is checked now, once
-        pinned = gitsource.resolve(session, principal, {"repository": definition.git_repository,
-                                                        "commit": definition.git_commit},
-                                   Path(current_app.instance_path), current_app.config["KQI"]["git_allow_local"])
+        pinned = gitsource.resolve(session, settings, box, principal, {"repository": definition.git_repository,
+                                                                       "commit": definition.git_commit})
     submission = {"name": definition.name, "image": definition.image, "command": definition.command,
                   **_defaults(definition), **{k: body[k] for k in (*RESOURCES, "env") if k in body}}
     runs = []
     for data_id in ids:
-        job = jobs.submit(session, principal, {**submission, "memo": f"{definition.name} on data {data_id}"}, kind=KIND)
+        job = jobs.submit(session, settings, box, principal, {**submission, "memo": f"{definition.name} on data {data_id}"},
+                          kind=KIND)
         job.source.data_id = data_id
         if pinned is not None:
             job.source.git_repository, job.source.git_branch = definition.git_repository, definition.git_branch
@@ -332,7 +334,7 @@ def _check_outputs(folders: dict[str, list[tuple[str, Path]]]) -> None:
                 raise ServiceError(f"/kqi/output/{name}/{relative[:60]}...: file paths in a data item are at most 255 bytes")
 
 
-def on_collected(session: Session, instance: Path, job: Job, status: JobStatus, reason: str) -> tuple[JobStatus, str]:
+def on_collected(session: Session, settings: Settings, job: Job, status: JobStatus, reason: str) -> tuple[JobStatus, str]:
     """Turn a completed run's output folders into data items with lineage, all or none, in the
     job's ending transaction. Returns the job's (status, reason): Failed with the reason when no
     data could be made."""
@@ -341,10 +343,10 @@ def on_collected(session: Session, instance: Path, job: Job, status: JobStatus, 
     entry = session.get(PreprocessingRun, job.id)
     if entry is None:
         return status, reason
-    files = JobFiles(instance, job.id)
+    files = JobFiles(settings.instance_path, job.id)
     folders = _output_folders(files.output)
-    store = BlobStore(instance)
-    limit = int(current_app.config["KQI"]["max_upload_gb"] * 2**30)
+    store = BlobStore(settings.instance_path)
+    limit = settings.max_upload_bytes
     stored: dict[str, list[tuple[str, str, int]]] = {}
     try:  # every file into the blob store first (streamed in chunks): a failure leaves no row behind
         _check_outputs(folders)
@@ -428,8 +430,8 @@ def data_lineage(session: Session, record: Data) -> dict[str, Any]:
 class PreprocessingKind(JobKind):
     name, noun = KIND, "preprocessing runs"
 
-    def on_collected(self, session, instance, job, status, reason):
-        return on_collected(session, instance, job, status, reason)
+    def on_collected(self, session, settings, job, status, reason):
+        return on_collected(session, settings, job, status, reason)
 
 
 JOB_KIND = register(PreprocessingKind())

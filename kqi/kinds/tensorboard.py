@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, object_session
 
 from kqi.accounts.auth import Principal
 from kqi.admin import site_settings
+from kqi.config import Settings
+from kqi.crypto import SecretBox
 from kqi.errors import Conflict, NotFound
 from kqi.jobs import lifecycle as jobs
 from kqi.jobs.kinds import register
@@ -40,7 +42,7 @@ def for_run(session: Session, principal: Principal, run_id: int) -> Job | None:
     return current(session, _run(session, principal, run_id))
 
 
-def start(session: Session, principal: Principal, run_id: int) -> tuple[Job, bool]:
+def start(session: Session, settings: Settings, box: SecretBox, principal: Principal, run_id: int) -> tuple[Job, bool]:
     """The run's TensorBoard: the one queued or running, else a new one. (job, True when new)."""
     run = _run(session, principal, run_id)
     existing = current(session, run)
@@ -49,12 +51,12 @@ def start(session: Session, principal: Principal, run_id: int) -> tuple[Job, boo
     if not run.status.finished:
         raise Conflict(f"run {run.id} is {run.status.value}: TensorBoard reads a run's collected outputs, "
                        "so it starts once the run has ended")
-    settings = site_settings.current(session)
+    site = site_settings.current(session)
     name = f"tb-{run.name}"[:30]
-    job = jobs.submit(session, principal, {"name": name, "image": settings["tensorboard_image"],
-                                           "command": settings["tensorboard_command"], "cpu": settings["default_cpu"],
-                                           "memory_gb": settings["default_memory_gb"]}, kind=KIND)
-    services.record(session, job, settings["tensorboard_port"], run_id=run.id)
+    job = jobs.submit(session, settings, box, principal, {"name": name, "image": site["tensorboard_image"],
+                                                          "command": site["tensorboard_command"], "cpu": site["default_cpu"],
+                                                          "memory_gb": site["default_memory_gb"]}, kind=KIND)
+    services.record(session, job, site["tensorboard_port"], run_id=run.id)
     return job, True
 
 
@@ -73,7 +75,7 @@ def as_dict(job: Job) -> dict:
 
 class TensorBoardKind(services.InteractiveKind):
     def enforce(self, session, driver, settings, now):
-        return services.stop_idle(session, driver, float(settings["tensorboard_idle_s"]), now)
+        return services.stop_idle(session, driver, settings.tensorboard_idle_s, now)
 
 
 JOB_KIND = register(TensorBoardKind(KIND, "TensorBoard", "allow_tensorboard"))

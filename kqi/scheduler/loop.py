@@ -9,10 +9,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from flask import Flask
 
 from kqi.admin import notify
 from kqi.backends import registry as backends
@@ -20,6 +22,8 @@ from kqi.backends.base import ContainerState, NodeDriver, NodeError
 from kqi.cluster import health as node_health
 from kqi.cluster import registry as node_registry
 from kqi.cluster import samples as cluster_samples
+from kqi.config import Settings
+from kqi.crypto import SecretBox
 from kqi.extensions import db
 from kqi.jobs import kinds
 from kqi.jobs import runner as job_runner
@@ -53,21 +57,22 @@ def _lower_this_threads_priority() -> None:
 
 
 class SchedulerService:
-    def __init__(self, app: Flask):
-        self.app = app
-        settings = app.config["KQI"]
-        self.interval_s = float(settings["scheduler_interval_s"])
-        self.settings = settings
-        self.stop_grace_s = int(settings["stop_grace_s"])
-        self.grace_s = float(settings["node_offline_grace_s"])
-        self.requeue_default = bool(settings["requeue_on_node_loss"])
+    """The loop of one app. `app_context` opens that app's context (Flask-SQLAlchemy scopes
+    `db.session` to it) for each tick and for the threads beside it: the app factory passes
+    `app.app_context`, so this module needs nothing else of Flask."""
+
+    def __init__(self, settings: Settings, box: SecretBox, app_context: Callable[[], AbstractContextManager[Any]]):
+        self.settings, self.box, self.app_context = settings, box, app_context
+        self.interval_s = settings.scheduler_interval_s
+        self.grace_s = settings.node_offline_grace_s
+        self.requeue_default = settings.requeue_on_node_loss
         # node id -> (what the driver was made from, driver); heartbeats use drivers with a short timeout
         self._drivers: dict[int, tuple[tuple, NodeDriver]] = {}
         self._probe_drivers: dict[int, tuple[tuple, NodeDriver]] = {}
-        self.prober = node_health.Prober(float(settings["heartbeat_timeout_s"]))
-        self.gpu_refresh_s = float(settings["gpu_refresh_s"])
+        self.prober = node_health.Prober(settings.heartbeat_timeout_s)
+        self.gpu_refresh_s = settings.gpu_refresh_s
         self._gpus_read: dict[int, float] = {}  # node id -> when nvidia-smi was last asked (monotonic)
-        self.lease = SchedulerLease(settings["scheduler_lease_s"])
+        self.lease = SchedulerLease(settings.scheduler_lease_s)
         self._wake = threading.Event()
         self._forward_wake = None  # a web worker process: wake() tells the scheduling process instead
         self._asked = False  # wake() was called since the last tick began (not a NOTIFY, not the interval)
@@ -83,14 +88,13 @@ class SchedulerService:
         self._reschedule_lock = threading.Lock()
         self._closing = False
         self._below_web = False  # ticks run below the web's CPU priority (start)
-        self.notifier = notify.Notifier(app)
-        self.samples = cluster_samples.Recorder(settings["cluster_sample_interval_s"],
-                                                settings["cluster_sample_retention_days"])
+        self.notifier = notify.Notifier(app_context, box)
+        self.samples = cluster_samples.Recorder(settings.cluster_sample_interval_s,
+                                                settings.cluster_sample_retention_days)
 
     # -- reaching nodes
 
-    @staticmethod
-    def _cached(cache: dict[int, tuple[tuple, NodeDriver]], node: Node, timeout_s: float) -> NodeDriver:
+    def _cached(self, cache: dict[int, tuple[tuple, NodeDriver]], node: Node, timeout_s: float) -> NodeDriver:
         """One driver per node, replaced when its URL, keys or pinned host key change."""
         made_from = (node.url, node.credentials_sealed, node.ssh_host_key_fingerprint, node.host_key_confirmed)
         cached = cache.get(node.id)
@@ -98,16 +102,16 @@ class SchedulerService:
             return cached[1]
         if cached is not None:
             cached[1].close()
-        driver = backends.driver_for(node.url, timeout_s=timeout_s, credentials=node_registry.credentials(node))
+        driver = backends.driver_for(node.url, timeout_s=timeout_s,
+                                     credentials=node_registry.credentials(self.box, node))
         cache[node.id] = (made_from, driver)
         return driver
 
     def driver(self, node: Node) -> NodeDriver:
-        return self._cached(self._drivers, node, backends.timeout_s(self.settings, node.url))
+        return self._cached(self._drivers, node, backends.timeout_s(self.settings.backend, node.url))
 
     def run_context(self) -> job_runner.RunContext:
-        return job_runner.RunContext(instance=self.app.instance_path, site=self.app.config["KQI_SITE"],
-                                     driver=self.driver, stop_grace_s=self.stop_grace_s)
+        return job_runner.RunContext(settings=self.settings, box=self.box, driver=self.driver)
 
     # -- the loop
 
@@ -121,7 +125,7 @@ class SchedulerService:
         self._scheduler.add_job(self._run, "interval", seconds=self.interval_s, id=TICK_JOB, max_instances=1,
                                 coalesce=True, next_run_time=datetime.now(UTC))
         self._scheduler.start()
-        url = self.app.config["SQLALCHEMY_DATABASE_URI"]
+        url = self.settings.database_url
         if url.startswith("postgresql"):  # other server processes may hold the lease, or ask this one to plan
             self._listener = pg_wake.Listener(url, self._tick_soon)
             self._listener.start()
@@ -142,7 +146,7 @@ class SchedulerService:
                 driver.close()
             cache.clear()
         if self.lease.held:
-            with self.app.app_context():
+            with self.app_context():
                 try:
                     self.lease.release(db.session)
                 finally:
@@ -201,7 +205,7 @@ class SchedulerService:
             return
 
     def tick(self) -> None:
-        with self._lock, self.app.app_context():
+        with self._lock, self.app_context():
             asked, self._asked = self._asked, False
             try:
                 if not self.lease.hold(db.session):  # another server process schedules
@@ -216,7 +220,7 @@ class SchedulerService:
                                                    lambda job, lost: job_runner.discard_parts(ctx, job, lost))
                 now = utcnow()
                 for kind in kinds.all_kinds():  # notebook lifetimes, idle TensorBoards, ...
-                    kind.enforce(db.session, self.driver, self.app.config["KQI"], now)
+                    kind.enforce(db.session, self.driver, self.settings, now)
                 db.session.commit()
                 if job_runner.watch(db.session, ctx, listings, until=time.monotonic() + PHASE_BUDGET_S) is None:
                     self._wake.set()
@@ -267,7 +271,7 @@ class SchedulerService:
         now = time.monotonic()
         gpus_due = {node.id for node in nodes if node.gpu_source == "nvidia-smi"
                     and now - self._gpus_read.get(node.id, float("-inf")) >= self.gpu_refresh_s}
-        outcomes.update(self.prober.probe(targets, self.app.config["KQI_SITE"], gpus_due))
+        outcomes.update(self.prober.probe(targets, self.settings.site_id, gpus_due))
         self._gpus_read.update(dict.fromkeys(gpus_due, now))
         node_health.record_heartbeats(session, nodes, outcomes, self.grace_s)
         session.commit()

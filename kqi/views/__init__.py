@@ -1,13 +1,35 @@
 """Blueprints: the JSON API under /api/v1 and the HTMX pages, plus /healthz."""
 from __future__ import annotations
 
-from flask import Flask, abort, jsonify
+from flask import Flask, abort, current_app, jsonify
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
+from kqi import config, crypto
+from kqi.accounts import ratelimit
+from kqi.admin import audit
 from kqi.extensions import db
 
 MAX_ID = 2**63 - 1
+
+
+# What the app factory built once, for the views to hand to the domain (which never reads the app).
+
+def settings() -> config.Settings:
+    return current_app.extensions[config.EXTENSION]
+
+
+def sealer() -> crypto.SecretBox:
+    """The box that seals and unseals this app's stored secrets."""
+    return current_app.extensions[crypto.EXTENSION]
+
+
+def audit_buffer() -> audit.AuditBuffer:
+    return current_app.extensions[audit.EXTENSION]
+
+
+def login_limiter() -> ratelimit.LoginLimiter:
+    return current_app.extensions[ratelimit.EXTENSION]
 
 
 def register_views(app: Flask) -> None:

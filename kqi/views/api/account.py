@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import current_app, g, jsonify, request
+from flask import g, jsonify, request
 from sqlalchemy import select
 
 from kqi import validation as v
@@ -13,12 +13,13 @@ from kqi.admin import notify
 from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.models import User
+from kqi.views import login_limiter, sealer, settings
 from kqi.views.api import blueprint, error_response, json_body
 from kqi.views.api.openapi import NULLABLE_STRING, body, obj, ok, op
 
 
 def _token_answer(principal: accounts.Principal):
-    ttl = timedelta(hours=current_app.config["KQI"]["token_ttl_hours"])
+    ttl = timedelta(hours=settings().token_ttl_hours)
     token, expires_at = accounts.issue_token(db.session, principal, ttl)
     db.session.commit()
     return jsonify({"token": token, "tenant": {"id": principal.tenant.id, "name": principal.tenant.name},
@@ -30,7 +31,7 @@ def login():
     body = json_body()
     username, password = str(body.get("username") or ""), str(body.get("password") or "")
     tenant = v.text(body, "tenant", max_len=64) or None
-    limiter, ip = ratelimit.for_app(current_app), request.remote_addr or ""
+    limiter, ip = login_limiter(), request.remote_addr or ""
     try:
         limiter.check(username, ip)
     except ratelimit.TooManyAttempts as exc:
@@ -76,7 +77,7 @@ def get_notifications():
 
 @blueprint.put("/account/notifications")
 def set_notifications():
-    choice = notify.set_preferences(db.session, g.principal.user, json_body())
+    choice = notify.set_preferences(db.session, sealer(), g.principal.user, json_body())
     db.session.commit()
     return jsonify(choice)
 

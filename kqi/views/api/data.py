@@ -1,7 +1,7 @@
 """Data: upload (multipart or a plain body), list and search, read, edit, download, delete."""
 from __future__ import annotations
 
-from flask import current_app, g, jsonify, request, send_file, url_for
+from flask import g, jsonify, request, send_file, url_for
 
 from kqi.data import items as data
 from kqi.data.blobs import BlobStore, TooLarge
@@ -9,16 +9,17 @@ from kqi.data.uploads import body_chunks, multipart
 from kqi.extensions import db
 from kqi.kinds import preprocessing
 from kqi.validation import paging
+from kqi.views import settings
 from kqi.views.api import blueprint, created, json_body, paged
 
 
 def store() -> BlobStore:
-    return BlobStore(current_app.instance_path)
+    return BlobStore(settings().instance_path)
 
 
 def upload_limit() -> int:
     """Bytes one upload may carry; Flask's own request limit is lifted to it for upload routes."""
-    limit = int(current_app.config["KQI"]["max_upload_gb"] * 2**30)
+    limit = settings().max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(limit)
     request.max_content_length = limit

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, jsonify, url_for
+from flask import jsonify, url_for
 
 from kqi.backends import registry as backends
 from kqi.cluster import registry as node_registry
 from kqi.extensions import db
+from kqi.views import sealer, settings
 from kqi.views.api import blueprint, created, json_body, require_admin, scheduler
 from kqi.views.api.openapi import NULLABLE_STRING, body, obj, ok, op, path_id
 
 
 def _timeout() -> int:
     """An administrator's call to a node waits as long as the most patient backend's settings allow."""
-    return backends.timeout_s(current_app.config["KQI"])
+    return backends.timeout_s(settings().backend)
 
 
 def _node(node_id: int):
@@ -26,7 +27,7 @@ def _node(node_id: int):
 @blueprint.post("/admin/nodes")
 def register_node():
     require_admin()
-    node = node_registry.register(db.session, json_body(), timeout_s=_timeout())
+    node = node_registry.register(db.session, sealer(), json_body(), timeout_s=_timeout())
     db.session.commit()
     response = created(node_registry.describe(db.session, node), url_for("api.get_node", node_id=node.id))
     if not node.host_key_confirmed:
@@ -57,7 +58,7 @@ def update_node(node_id: int):
 
 @blueprint.post("/admin/nodes/<int:node_id>/confirm-host-key")
 def confirm_host_key(node_id: int):
-    node = node_registry.confirm_host_key(db.session, _node(node_id), json_body(), timeout_s=_timeout())
+    node = node_registry.confirm_host_key(db.session, sealer(), _node(node_id), json_body(), timeout_s=_timeout())
     db.session.commit()
     scheduler().wake()
     return jsonify(node_registry.describe(db.session, node))
@@ -65,7 +66,7 @@ def confirm_host_key(node_id: int):
 
 @blueprint.post("/admin/nodes/<int:node_id>/refresh")
 def refresh_node(node_id: int):
-    node = node_registry.refresh_inventory(db.session, _node(node_id), timeout_s=_timeout())
+    node = node_registry.refresh_inventory(db.session, sealer(), _node(node_id), timeout_s=_timeout())
     db.session.commit()
     scheduler().wake()
     return jsonify(node_registry.describe(db.session, node))

@@ -10,6 +10,7 @@ from kqi.jobs.files import LOG_NAME
 from kqi.kinds import notebook as notebooks
 from kqi.kinds import tensorboard
 from kqi.validation import paging
+from kqi.views import sealer, settings
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (
     NULLABLE_INTEGER,
@@ -28,22 +29,22 @@ from kqi.views.api.openapi import (
 
 @blueprint.post("/notebooks/run")
 def run_notebook():
-    job = notebooks.create(db.session, g.principal, json_body())
+    job = notebooks.create(db.session, settings(), sealer(), g.principal, json_body())
     db.session.commit()
     scheduler().wake()
-    return created(notebooks.as_dict(job), url_for("api.get_notebook", job_id=job.id))
+    return created(notebooks.as_dict(sealer(), job), url_for("api.get_notebook", job_id=job.id))
 
 
 @blueprint.get("/notebooks")
 def list_notebooks():
     page_no, per_page = paging(request.args)
     items, total = notebooks.page(db.session, g.principal, page_no, per_page, status=request.args.get("status"))
-    return paged([notebooks.as_dict(j) for j in items], total, page_no, per_page)
+    return paged([notebooks.as_dict(sealer(), j) for j in items], total, page_no, per_page)
 
 
 @blueprint.get("/notebooks/<int:job_id>")
 def get_notebook(job_id: int):
-    return jsonify(notebooks.as_dict(notebooks.get(db.session, g.principal, job_id)))
+    return jsonify(notebooks.as_dict(sealer(), notebooks.get(db.session, g.principal, job_id)))
 
 
 @blueprint.post("/notebooks/<int:job_id>/halt")
@@ -51,15 +52,15 @@ def halt_notebook(job_id: int):
     job = notebooks.halt(db.session, g.principal, job_id)
     db.session.commit()
     scheduler().wake()
-    return jsonify(notebooks.as_dict(job))
+    return jsonify(notebooks.as_dict(sealer(), job))
 
 
 @blueprint.post("/notebooks/<int:job_id>/rerun")
 def rerun_notebook(job_id: int):
-    job = notebooks.rerun(db.session, g.principal, job_id)
+    job = notebooks.rerun(db.session, settings(), sealer(), g.principal, job_id)
     db.session.commit()
     scheduler().wake()
-    return created(notebooks.as_dict(job), url_for("api.get_notebook", job_id=job.id))
+    return created(notebooks.as_dict(sealer(), job), url_for("api.get_notebook", job_id=job.id))
 
 
 @blueprint.delete("/notebooks/<int:job_id>")
@@ -86,7 +87,7 @@ def get_tensorboard(job_id: int):
 
 @blueprint.post("/training/<int:job_id>/tensorboard")
 def start_tensorboard(job_id: int):
-    job, new = tensorboard.start(db.session, g.principal, job_id)
+    job, new = tensorboard.start(db.session, settings(), sealer(), g.principal, job_id)
     db.session.commit()
     scheduler().wake()
     response = jsonify({"tensorboard": tensorboard.as_dict(job)})

@@ -1,7 +1,7 @@
 """Preprocessing: definitions, runs on data items, history with live status and logs."""
 from __future__ import annotations
 
-from flask import Response, current_app, g, jsonify, request, url_for
+from flask import Response, g, jsonify, request, url_for
 
 from kqi.extensions import db
 from kqi.jobs import lifecycle as jobs
@@ -9,6 +9,7 @@ from kqi.jobs import runner as job_runner
 from kqi.jobs.files import LOG_NAME
 from kqi.kinds import preprocessing
 from kqi.validation import paging
+from kqi.views import sealer, settings
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (
     NULLABLE_INTEGER,
@@ -30,7 +31,7 @@ def _definition_dict(definition):
 
 @blueprint.post("/preprocessings")
 def create_preprocessing():
-    definition = preprocessing.create(db.session, g.principal, json_body())
+    definition = preprocessing.create(db.session, settings(), sealer(), g.principal, json_body())
     db.session.commit()
     return created(_definition_dict(definition), url_for("api.get_preprocessing", preprocessing_id=definition.id))
 
@@ -49,7 +50,7 @@ def get_preprocessing(preprocessing_id: int):
 
 @blueprint.put("/preprocessings/<int:preprocessing_id>")
 def update_preprocessing(preprocessing_id: int):
-    definition = preprocessing.update(db.session, g.principal, preprocessing_id, json_body())
+    definition = preprocessing.update(db.session, settings(), sealer(), g.principal, preprocessing_id, json_body())
     db.session.commit()
     return jsonify(_definition_dict(definition))
 
@@ -63,7 +64,7 @@ def delete_preprocessing(preprocessing_id: int):
 
 @blueprint.post("/preprocessings/<int:preprocessing_id>/run")
 def run_preprocessing(preprocessing_id: int):
-    runs = preprocessing.run(db.session, g.principal, preprocessing_id, json_body())
+    runs = preprocessing.run(db.session, settings(), sealer(), g.principal, preprocessing_id, json_body())
     db.session.commit()
     scheduler().wake()
     response = jsonify({"items": [preprocessing.run_dict(r) for r in runs]})
@@ -87,7 +88,7 @@ def get_preprocessing_history(preprocessing_id: int, run_id: int):
 def delete_preprocessing_history(preprocessing_id: int, run_id: int):
     shas = preprocessing.delete_run(db.session, g.principal, preprocessing_id, run_id)
     db.session.commit()
-    jobs.discard_files(db.session, current_app.instance_path, run_id, shas)
+    jobs.discard_files(db.session, settings().instance_path, run_id, shas)
     return "", 204
 
 

@@ -1,9 +1,7 @@
 """What a run was given and what came of it: attachments (/kqi/attach), lineage, output.zip."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from flask import current_app, g, jsonify, request, send_file
+from flask import g, jsonify, request, send_file
 
 from kqi.backends.base import NodeError
 from kqi.data.uploads import body_chunks
@@ -14,6 +12,7 @@ from kqi.jobs import lifecycle as jobs
 from kqi.jobs import sources as job_sources
 from kqi.jobs.files import JobFiles
 from kqi.models import JobStatus
+from kqi.views import settings
 from kqi.views.api import blueprint, scheduler
 from kqi.views.api.data import keep, store, upload_limit
 
@@ -38,7 +37,7 @@ def attach_file(job_id: int):
         for part in job.parts:
             try:
                 job_sources.ship_attachment(store(), row, scheduler().driver(part.node), part.container_id,
-                                            JobFiles(current_app.instance_path, job.id).root / "shipping")
+                                            JobFiles(settings().instance_path, job.id).root / "shipping")
             except NodeError as exc:
                 raise Conflict(f"attached, but the running container could not receive it: {exc}") from None
     return jsonify({**attachment_dict(row), "delivered": "now" if shipped else "at start"}), 201
@@ -58,7 +57,7 @@ def job_lineage(job_id: int):
 @blueprint.get("/training/<int:job_id>/output.zip")
 def output_zip(job_id: int):
     """The kept /kqi/output as one zip (built on disk, streamed back)."""
-    spool = runs.output_zip(Path(current_app.instance_path), jobs.get(db.session, g.principal, job_id))
+    spool = runs.output_zip(settings().instance_path, jobs.get(db.session, g.principal, job_id))
     return send_file(spool, as_attachment=True, download_name="output.zip", mimetype="application/zip")
 
 

@@ -11,6 +11,7 @@ from kqi.extensions import db
 from kqi.jobs import lifecycle as jobs
 from kqi.models import Tenant
 from kqi.validation import paging
+from kqi.views import audit_buffer
 from kqi.views.api import blueprint, json_body, paged, require_admin, scheduler
 from kqi.views.api.openapi import NULLABLE_STRING, PAGING, body, obj, ok, op, page_of, path_id, query
 from kqi.views.api.users import require_manager
@@ -24,7 +25,7 @@ def audit_request(response):
     if request.method not in MUTATING or request.endpoint is None:
         return response
     who = g.get("principal")
-    audit.record(username=who.username if who else g.get("audit_username", ""),
+    audit.record(audit_buffer(), username=who.username if who else g.get("audit_username", ""),
                  tenant=who.tenant_name if who else "", action=request.endpoint.removeprefix("api."),
                  target=request.path, status=response.status_code, ip=request.remote_addr or "")
     return response
@@ -90,7 +91,7 @@ def tenant_usage():
 def audit_log():
     require_admin()
     page_no, per_page = paging(request.args)
-    items, total = audit.page(db.session, request.args, page_no, per_page)
+    items, total = audit.page(db.session, audit_buffer(), request.args, page_no, per_page)
     return paged([audit.as_dict(e) for e in items], total, page_no, per_page)
 
 

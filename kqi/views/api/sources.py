@@ -6,6 +6,7 @@ from flask import g, jsonify
 
 from kqi.data import gitsource, registries
 from kqi.extensions import db
+from kqi.views import sealer
 from kqi.views.api import blueprint, created, json_body, require_admin
 
 
@@ -39,7 +40,7 @@ def user_git_servers():
 
 @blueprint.put("/account/git-tokens")
 def set_git_token():
-    row = gitsource.set_token(db.session, g.principal, json_body())
+    row = gitsource.set_token(db.session, sealer(), g.principal, json_body())
     db.session.commit()
     return jsonify(gitsource.token_dict(row))
 
@@ -85,7 +86,7 @@ def user_registries():
 
 @blueprint.put("/account/registry-credentials")
 def set_registry_credential():
-    row = registries.set_credential(db.session, g.principal, json_body())
+    row = registries.set_credential(db.session, sealer(), g.principal, json_body())
     db.session.commit()
     return jsonify(registries.credential_dict(row))
 

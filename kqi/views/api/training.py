@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from flask import Response, current_app, g, jsonify, request, send_file, url_for
+from flask import Response, g, jsonify, request, send_file, url_for
 
 from kqi.errors import NotFound
 from kqi.extensions import db
@@ -14,6 +14,7 @@ from kqi.jobs import runner as job_runner
 from kqi.jobs import shell as job_exec
 from kqi.jobs.files import LOG_NAME
 from kqi.validation import paging
+from kqi.views import audit_buffer, sealer, settings
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (
     NULLABLE_INTEGER,
@@ -33,7 +34,7 @@ from kqi.views.kinds import kind_route, lookup_kind
 
 @kind_route(blueprint, "/run", methods=("POST",))
 def run_training(kind: str):
-    job = jobs.submit(db.session, g.principal, json_body(), kind=kind)
+    job = jobs.submit(db.session, settings(), sealer(), g.principal, json_body(), kind=kind)
     answer = _job_dict(job, jobs.Shown.of(job))  # before the commit expires the job: nothing to read back
     db.session.commit()
     scheduler().wake()
@@ -84,10 +85,10 @@ def delete_training(job_id: int, kind: str):
 
 @kind_route(blueprint, "/<int:job_id>/exec", methods=("POST",))
 def exec_training(job_id: int, kind: str):
-    settings = current_app.config["KQI"]
+    limits = settings()
     return jsonify(job_exec.run(db.session, _ctx(), g.principal, job_id, json_body(), kind=lookup_kind(kind),
-                                timeout_s=settings["exec_timeout_s"], limit_bytes=settings["exec_output_kb"] * 1024,
-                                ip=request.remote_addr or ""))
+                                timeout_s=limits.exec_timeout_s, limit_bytes=limits.exec_output_kb * 1024,
+                                ip=request.remote_addr or "", audit_log=audit_buffer()))
 
 
 @kind_route(blueprint, "/<int:job_id>/log")

@@ -10,10 +10,10 @@ from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.exceptions import BadRequest, default_exceptions
 
 from kqi.accounts import auth as accounts
-from kqi.accounts import ratelimit
 from kqi.errors import ServiceError
 from kqi.extensions import db, login_manager
 from kqi.models import User
+from kqi.views import login_limiter
 
 blueprint = Blueprint("pages", __name__)
 STOP_POLLING = 286  # htmx stops an hx-trigger="every ..." poll on this status
@@ -106,7 +106,7 @@ def login():
     form = request.form
     if request.method == "POST":
         username, ip = form.get("username", ""), request.remote_addr or ""
-        limiter = ratelimit.for_app(current_app)
+        limiter = login_limiter()
         try:
             limiter.check(username, ip)
             who = accounts.authenticate(db.session, username, form.get("password", ""), form.get("tenant") or None)

@@ -18,6 +18,7 @@ from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.models import Role, Tenant
 from kqi.validation import paging
+from kqi.views import audit_buffer, sealer
 from kqi.views.pages import blueprint, member_page, page, scheduler
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -29,7 +30,7 @@ def audit_page_request(response):
     if request.method not in MUTATING or request.endpoint is None:
         return response
     username = current_user.username if current_user.is_authenticated else g.get("audit_username", "")
-    audit.record(username=username, tenant=session.get("tenant") or "",
+    audit.record(audit_buffer(), username=username, tenant=session.get("tenant") or "",
                  action="page:" + request.endpoint.removeprefix("pages."), target=request.path,
                  status=response.status_code, ip=request.remote_addr or "")
     return response
@@ -99,7 +100,7 @@ def notifications(who):
         body = {"email": request.form.get("email", "").strip()}
         if request.form.get("webhook_url", "").strip() or request.form.get("webhook_off"):
             body["webhook_url"] = "" if request.form.get("webhook_off") else request.form["webhook_url"].strip()
-        error = _attempt(lambda: notify.set_preferences(db.session, who.user, body))
+        error = _attempt(lambda: notify.set_preferences(db.session, sealer(), who.user, body))
         if error is None:
             return redirect(url_for("pages.notifications"), code=303)
     return page("admin/notifications.html", choice=notify.preferences(db.session, who.user), error=error), \
@@ -280,7 +281,7 @@ def _usage_page(tenant_id, csv=False):
 def admin_audit(who):
     page_no, per_page = paging(request.args, max_per_page=200)
     try:
-        events, total = audit.page(db.session, request.args, page_no, per_page)
+        events, total = audit.page(db.session, audit_buffer(), request.args, page_no, per_page)
         error = None
     except ServiceError as exc:
         events, total, error = [], 0, exc

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import current_app, redirect, request, url_for
+from flask import redirect, request, url_for
 
 from kqi.cluster import dashboard
 from kqi.extensions import db
 from kqi.models import utcnow
+from kqi.views import settings
 from kqi.views.pages import blueprint, member_page, page
 
 # Where a job of each kind is shown; a kind without a page per run (preprocessing) opens on the
@@ -28,7 +29,7 @@ def _live(who, now: datetime) -> dict:
 
 
 def _history(now: datetime) -> dict:
-    interval_s = current_app.config["KQI"]["cluster_sample_interval_s"]
+    interval_s = settings().cluster_sample_interval_s
     found = dashboard.history(db.session, now)
     return {"charts": dashboard.history_charts(found["samples"], found["since"], found["until"], interval_s),
             "sample_count": len(found["samples"]), "history_poll_s": max(5, round(interval_s))}

@@ -2,7 +2,7 @@
 datasets made by selecting data into each area, locked once a job used them, copied to derive."""
 from __future__ import annotations
 
-from flask import Response, abort, current_app, jsonify, redirect, render_template, request, send_file, url_for
+from flask import Response, abort, jsonify, redirect, render_template, request, send_file, url_for
 from flask_wtf.csrf import CSRFError, validate_csrf
 from markupsafe import escape
 from sqlalchemy import select
@@ -16,6 +16,7 @@ from kqi.extensions import csrf, db
 from kqi.jobs import sources as job_sources
 from kqi.models.data import Dataset, DatasetEntry
 from kqi.validation import paging
+from kqi.views import settings
 from kqi.views.api.data import keep, store, upload_limit
 from kqi.views.pages import blueprint, found, go_to, member_page, page
 
@@ -73,7 +74,7 @@ def data_upload(who, data_id: int | None = None):
 @blueprint.get("/data/new")
 @member_page
 def data_new(who):
-    return render_template("data/new.html", limit_gb=current_app.config["KQI"]["max_upload_gb"])
+    return render_template("data/new.html", limit_gb=settings().max_upload_gb)
 
 
 @blueprint.route("/data/<int:data_id>", methods=["GET", "POST"])
@@ -92,7 +93,7 @@ def data_detail(who, data_id: int):
     used_by = datasets_using(record)
     status = 422 if error else 200
     return page("data/detail.html", "data/_edit.html", record=record, error=error, tags=data.tags_of(record),
-                used_by=used_by, limit_gb=current_app.config["KQI"]["max_upload_gb"]), status
+                used_by=used_by, limit_gb=settings().max_upload_gb), status
 
 
 def datasets_using(record) -> list:
@@ -248,7 +249,7 @@ def dataset_delete(who, dataset_id: int):
 
 @blueprint.app_template_global()
 def pull_progress(job) -> str:
-    return job_sources.PullProgress(current_app.instance_path, job.id).read()
+    return job_sources.PullProgress(settings().instance_path, job.id).read()
 
 
 @blueprint.app_template_global()

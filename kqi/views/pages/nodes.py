@@ -1,12 +1,13 @@
 """The node list and a node's page; registering a node and the admin's actions on it."""
 from __future__ import annotations
 
-from flask import abort, current_app, request
+from flask import abort, request
 
 from kqi.backends import registry as backends
 from kqi.cluster import registry as node_registry
 from kqi.errors import ServiceError
 from kqi.extensions import db
+from kqi.views import sealer, settings
 from kqi.views.pages import blueprint, member_page, page, scheduler
 
 FORM_FIELDS = ("name", "url", "gpus", "gpu_model", "partition", "address")  # and the backends' credentials
@@ -14,7 +15,7 @@ FORM_FIELDS = ("name", "url", "gpus", "gpu_model", "partition", "address")  # an
 
 def _timeout() -> int:
     """An administrator's call to a node waits as long as the most patient backend's settings allow."""
-    return backends.timeout_s(current_app.config["KQI"])
+    return backends.timeout_s(settings().backend)
 
 
 @blueprint.route("/nodes", methods=["GET", "POST"])
@@ -28,7 +29,7 @@ def node_list(who):
         fields = (*FORM_FIELDS, *(item.name for item in backends.credential_fields()))
         body = {k: form.get(k, "").strip() for k in fields}
         try:
-            node_registry.register(db.session, {k: v for k, v in body.items() if v}, timeout_s=_timeout())
+            node_registry.register(db.session, sealer(), {k: v for k, v in body.items() if v}, timeout_s=_timeout())
             db.session.commit()
             form = {}
         except ServiceError as exc:
@@ -89,12 +90,12 @@ def node_set_access(who, node_id: int):
 @member_page
 def node_confirm_host_key(who, node_id: int):
     body = {"ssh_host_key_fingerprint": request.form.get("ssh_host_key_fingerprint", "")}
-    return _admin_action(who, node_id, lambda node: node_registry.confirm_host_key(db.session, node, body,
+    return _admin_action(who, node_id, lambda node: node_registry.confirm_host_key(db.session, sealer(), node, body,
                                                                                    timeout_s=_timeout()))
 
 
 @blueprint.post("/nodes/<int:node_id>/refresh")
 @member_page
 def node_refresh(who, node_id: int):
-    return _admin_action(who, node_id, lambda node: node_registry.refresh_inventory(db.session, node,
+    return _admin_action(who, node_id, lambda node: node_registry.refresh_inventory(db.session, sealer(), node,
                                                                                     timeout_s=_timeout()))

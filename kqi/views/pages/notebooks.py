@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import (
     abort,
-    current_app,
     render_template,
     request,
     url_for,
@@ -20,6 +19,7 @@ from kqi.kinds import notebook as notebooks
 from kqi.kinds import tensorboard
 from kqi.models import JobStatus
 from kqi.validation import paging
+from kqi.views import sealer, settings
 from kqi.views.pages import blueprint, found, go_to, member_page, page, polled, scheduler
 from kqi.views.pages.submit import body_of, typed
 
@@ -39,7 +39,7 @@ def _notebook(who, job_id: int):
 
 def _view(job) -> dict:
     """What the templates show of one notebook (the link carries its token: this tenant's pages only)."""
-    return {"job": job, "url": notebooks.open_url(job), "left_s": services.seconds_left(job, services.row_of(db.session, job)),
+    return {"job": job, "url": notebooks.open_url(sealer(), job), "left_s": services.seconds_left(job, services.row_of(db.session, job)),
             "lifetime_hours": notebooks.lifetime_hours(job), "expires_at": notebooks.expires_at(job)}
 
 
@@ -69,13 +69,13 @@ def _form_body(who, form) -> dict:
 @blueprint.route("/notebooks/new", methods=["GET", "POST"])
 @member_page
 def notebook_new(who):
-    settings = site_settings.current(db.session)
+    site = site_settings.current(db.session)
     tenant = who.tenant
     error = None
     if request.method == "POST":
         form = request.form
         try:
-            job = notebooks.create(db.session, who, _form_body(who, form))
+            job = notebooks.create(db.session, settings(), sealer(), who, _form_body(who, form))
             db.session.commit()
         except ServiceError as exc:
             db.session.rollback()
@@ -85,11 +85,11 @@ def notebook_new(who):
             target = url_for("pages.notebook_detail", job_id=job.id)
             return go_to(target)
     else:
-        form = {"cpu": f"{settings['default_cpu']:g}", "memory_gb": f"{settings['default_memory_gb']:g}",
-                "gpu": f"{settings['default_gpu']:g}",
+        form = {"cpu": f"{site['default_cpu']:g}", "memory_gb": f"{site['default_memory_gb']:g}",
+                "gpu": f"{site['default_gpu']:g}",
                 "lifetime_hours": str(tenant.notebook_default_hours or tenant.notebook_max_hours or "")}
         form.update({key: request.args[key] for key in ("dataset_id", "parent_ids") if request.args.get(key)})
-    context = {"form": form, "error": error, "settings": settings, "tenant": tenant}
+    context = {"form": form, "error": error, "settings": site, "tenant": tenant}
     return page("notebooks/new.html", "notebooks/_form.html", **context), 422 if error else 200
 
 
@@ -110,7 +110,7 @@ def notebook_status(who, job_id: int):
 @member_page
 def notebook_log(who, job_id: int):
     job = _notebook(who, job_id)
-    text = job_runner.read_log(_ctx(), job, tail=current_app.config["KQI"]["log_tail_lines"]).decode("utf-8", "replace")
+    text = job_runner.read_log(_ctx(), job, tail=settings().log_tail_lines).decode("utf-8", "replace")
     return polled(render_template("notebooks/_log.html", job=job, log=text), job)
 
 
@@ -132,7 +132,7 @@ def notebook_halt(who, job_id: int):
 @member_page
 def notebook_rerun(who, job_id: int):
     try:
-        job = notebooks.rerun(db.session, who, job_id)
+        job = notebooks.rerun(db.session, settings(), sealer(), who, job_id)
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
@@ -176,7 +176,8 @@ def tensorboard_panel(who, job_id: int):
 @blueprint.post("/training/<int:job_id>/tensorboard")
 @member_page
 def tensorboard_start(who, job_id: int):
-    return _change_board(who, job_id, tensorboard.start)
+    return _change_board(who, job_id, lambda session, who, run_id: tensorboard.start(session, settings(), sealer(), who,
+                                                                                     run_id))
 
 
 @blueprint.post("/training/<int:job_id>/tensorboard/stop")

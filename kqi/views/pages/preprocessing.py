@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import (
     Response,
     abort,
-    current_app,
     render_template,
     request,
     url_for,
@@ -20,6 +19,7 @@ from kqi.kinds import preprocessing
 from kqi.models.data import Data
 from kqi.models.preprocessing import Preprocessing
 from kqi.validation import paging
+from kqi.views import sealer, settings
 from kqi.views.pages import STOP_POLLING, blueprint, found, go_to, member_page, page, scheduler
 
 TEXT_FIELDS = ("name", "image", "command", "partition", "memo")
@@ -77,8 +77,8 @@ def preprocessing_edit(who, preprocessing_id: int | None = None):
     if request.method == "POST":
         try:
             body = _form_body(request.form)
-            definition = (preprocessing.update(db.session, who, preprocessing_id, body) if preprocessing_id
-                          else preprocessing.create(db.session, who, body))
+            definition = (preprocessing.update(db.session, settings(), sealer(), who, preprocessing_id, body)
+                          if preprocessing_id else preprocessing.create(db.session, settings(), sealer(), who, body))
             db.session.commit()
         except ServiceError as exc:
             db.session.rollback()
@@ -131,7 +131,7 @@ def preprocessing_history_delete(who, preprocessing_id: int, run_id: int):
         if exc.status == 404:
             abort(404)
         return _history_fragment(who, definition, exc.message, status=200)
-    jobs.discard_files(db.session, current_app.instance_path, run_id, shas)
+    jobs.discard_files(db.session, settings().instance_path, run_id, shas)
     return _history_fragment(who, definition, f"Deleted run {run_id} and the data it made.", status=200)
 
 
@@ -219,7 +219,7 @@ def preprocessing_run(who):
         try:
             if not chosen.isdigit():
                 raise ServiceError("choose a preprocessing", field="preprocessing_id")
-            preprocessing.run(db.session, who, int(chosen), _run_body(request.form))
+            preprocessing.run(db.session, settings(), sealer(), who, int(chosen), _run_body(request.form))
             db.session.commit()
         except ServiceError as exc:
             db.session.rollback()

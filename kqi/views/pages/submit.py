@@ -16,7 +16,7 @@ from contextlib import suppress
 from functools import partial
 from typing import Any
 
-from flask import Response, current_app, render_template, request, url_for
+from flask import Response, render_template, request, url_for
 from sqlalchemy import select
 
 from kqi.accounts.auth import Principal
@@ -28,6 +28,7 @@ from kqi.jobs import lifecycle as jobs
 from kqi.jobs import sources as job_sources
 from kqi.models import Job, JobStatus
 from kqi.scheduler import availability
+from kqi.views import sealer, settings
 from kqi.views.pages import blueprint, go_to, member_page, page, scheduler
 
 STEPS = (
@@ -161,7 +162,7 @@ def check_steps(who: Principal, values: dict[str, Any], steps, kind: str) -> Non
     # Parents always: an inference's rule (a training parent) is checked on every submit.
     fields = list(dict.fromkeys(["parent_ids", *(field for number in steps for field in STEPS[number - 1][1])]))
     try:
-        jobs.submit(db.session, who, {**availability.STAND_INS, **body_of(db.session, values, fields)}, kind=kind)
+        jobs.submit(db.session, settings(), sealer(), who, {**availability.STAND_INS, **body_of(db.session, values, fields)}, kind=kind)
     finally:
         db.session.rollback()
 
@@ -169,8 +170,8 @@ def check_steps(who: Principal, values: dict[str, Any], steps, kind: str) -> Non
 def _attach(job: Job, who: Principal, values: dict[str, Any], files, stored: list) -> None:
     """New files (stored as blobs, appended to `stored`) and those kept from the run the form
     copies (the same blobs, named again) become the job's attachments."""
-    store = BlobStore(current_app.instance_path)
-    limit = int(current_app.config["KQI"]["max_upload_gb"] * 2**30)
+    store = BlobStore(settings().instance_path)
+    limit = settings().max_upload_bytes
     for upload in files:
         sha, size = store.put_chunks(iter(partial(upload.stream.read, 1 << 20), b""), limit)
         stored.append(sha)
@@ -186,7 +187,7 @@ def submit(who: Principal, values: dict[str, Any], files, kind: str) -> Job:
     """The whole form through jobs.submit, then its attachments; committed, or nothing is kept."""
     stored: list[str] = []
     try:
-        job = jobs.submit(db.session, who, body_of(db.session, values, [f for _, fs in STEPS for f in fs]), kind=kind)
+        job = jobs.submit(db.session, settings(), sealer(), who, body_of(db.session, values, [f for _, fs in STEPS for f in fs]), kind=kind)
         try:
             _attach(job, who, values, files, stored)
         except ServiceError as exc:  # too large, a bad or doubled name, a copied run gone: the files' step
@@ -194,7 +195,7 @@ def submit(who: Principal, values: dict[str, Any], files, kind: str) -> Job:
         db.session.commit()
     except BaseException:
         db.session.rollback()
-        BlobStore(current_app.instance_path).discard_unreferenced(db.session, stored)
+        BlobStore(settings().instance_path).discard_unreferenced(db.session, stored)
         raise
     return job
 

@@ -4,7 +4,6 @@ delete, and a shell into the running container."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 from flask import (
     abort,
@@ -25,6 +24,7 @@ from kqi.jobs import shell as job_exec
 from kqi.jobs.files import LOG_NAME
 from kqi.models import JobStatus
 from kqi.validation import paging
+from kqi.views import audit_buffer, settings
 from kqi.views.kinds import kind_route, lookup_kind
 from kqi.views.pages import STOP_POLLING, blueprint, go_to, member_page, page, polled, scheduler
 
@@ -94,7 +94,7 @@ def training_status(who, job_id: int, kind: str):
 def training_log(who, job_id: int, kind: str):
     job = _job(who, job_id, kind)
     whole = request.args.get("whole") == "1"
-    tail = None if whole else current_app.config["KQI"]["log_tail_lines"]
+    tail = None if whole else settings().log_tail_lines
     text = job_runner.read_log(_ctx(), job, tail=tail).decode("utf-8", "replace")
     return polled(render_template("training/_log.html", job=job, kind=kind, log=text, whole=whole), job)
 
@@ -128,7 +128,7 @@ def training_file(who, job_id: int, path: str, kind: str):
 @kind_route(blueprint, "/<int:job_id>/output.zip")
 @member_page
 def training_output_zip(who, job_id: int, kind: str):
-    spool = runs.output_zip(Path(current_app.instance_path), _job(who, job_id, kind))
+    spool = runs.output_zip(settings().instance_path, _job(who, job_id, kind))
     return send_file(spool, as_attachment=True, download_name="output.zip", mimetype="application/zip")
 
 
@@ -205,12 +205,12 @@ def training_delete(who, job_id: int, kind: str):
 @member_page
 def training_exec(who, job_id: int, kind: str):
     """The shell panel: one command (run by /bin/sh -c inside the job's container) and its output."""
-    settings = current_app.config["KQI"]
+    limits = settings()
     command = request.form.get("command", "")
     try:
         result = job_exec.run(db.session, _ctx(), who, job_id, {"command": command}, kind=lookup_kind(kind),
-                              timeout_s=settings["exec_timeout_s"], limit_bytes=settings["exec_output_kb"] * 1024,
-                              ip=request.remote_addr or "")
+                              timeout_s=limits.exec_timeout_s, limit_bytes=limits.exec_output_kb * 1024,
+                              ip=request.remote_addr or "", audit_log=audit_buffer())
     except ServiceError as exc:
         db.session.rollback()
         if exc.status == 404:
