@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from kqi import validation as v
 from kqi.errors import ServiceError
+from kqi.extensions import AppContext
 from kqi.models import utcnow
 from kqi.models.admin import AuditEvent
 
@@ -31,12 +31,9 @@ class AuditBuffer:
     """Audit rows wait here for at most `delay_s` and are written together, in one transaction: under
     load one commit per request for the log alone would halve what the server can take. Reading the
     log writes what waits first, so it is always complete for its reader; a crash loses at most the
-    last `delay_s` of it.
+    last `delay_s` of it. The timer's thread writes in the app's context (`app_context`)."""
 
-    `app_context` opens the app's context for the timer's thread (Flask-SQLAlchemy scopes
-    `db.session` to it): the app factory passes `app.app_context`."""
-
-    def __init__(self, app_context: Callable[[], AbstractContextManager[Any]], delay_s: float = 0.5):
+    def __init__(self, app_context: AppContext, delay_s: float = 0.5):
         self.app_context = app_context
         self.delay_s = delay_s
         self._rows: list[dict[str, Any]] = []

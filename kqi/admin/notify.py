@@ -10,9 +10,7 @@ import logging
 import re
 import smtplib
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +23,7 @@ from kqi import validation as v
 from kqi.admin import site_settings
 from kqi.crypto import SecretBox
 from kqi.errors import ServiceError
+from kqi.extensions import AppContext
 from kqi.models import Job, User
 from kqi.models.admin import Notification, NotificationPreference
 
@@ -133,10 +132,9 @@ def deliver_pending(session: Session, box: SecretBox) -> int:
 
 
 class Notifier:
-    """Runs deliver_pending on one background thread; kick() never waits for it. `app_context`
-    opens the app's context for that thread (Flask-SQLAlchemy scopes `db.session` to it)."""
+    """Runs deliver_pending on one background thread, in the app's context; kick() never waits for it."""
 
-    def __init__(self, app_context: Callable[[], AbstractContextManager[Any]], box: SecretBox):
+    def __init__(self, app_context: AppContext, box: SecretBox):
         self.app_context, self.box = app_context, box
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kqi-notify")
         self._busy = threading.Lock()

@@ -9,10 +9,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -24,7 +21,7 @@ from kqi.cluster import registry as node_registry
 from kqi.cluster import samples as cluster_samples
 from kqi.config import Settings
 from kqi.crypto import SecretBox
-from kqi.extensions import db
+from kqi.extensions import AppContext, db
 from kqi.jobs import kinds
 from kqi.jobs import runner as job_runner
 from kqi.models import Node, utcnow
@@ -57,11 +54,10 @@ def _lower_this_threads_priority() -> None:
 
 
 class SchedulerService:
-    """The loop of one app. `app_context` opens that app's context (Flask-SQLAlchemy scopes
-    `db.session` to it) for each tick and for the threads beside it: the app factory passes
-    `app.app_context`, so this module needs nothing else of Flask."""
+    """The loop of one app: its settings, its box (node keys) and its context (`app_context`, for each
+    tick and for the threads beside it)."""
 
-    def __init__(self, settings: Settings, box: SecretBox, app_context: Callable[[], AbstractContextManager[Any]]):
+    def __init__(self, settings: Settings, box: SecretBox, app_context: AppContext):
         self.settings, self.box, self.app_context = settings, box, app_context
         self.interval_s = settings.scheduler_interval_s
         self.grace_s = settings.node_offline_grace_s
