@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+import kqi
 from kqi.backends.base import NodeError
 from kqi.backends.docker.gpus import model_label, parse_apps, parse_gpus
 from kqi.backends.registry import validate_url
@@ -115,8 +116,9 @@ def _running_job(app, principal_user, node_id, requeue=False, gpu_index=0):
     with app.app_context():
         from kqi.accounts.auth import principal_for_token
         who = principal_for_token(db.session, principal_user.token)
-        job = jobs.submit(db.session, who, {"name": "j", "image": "busybox", "command": "true", "cpu": 1,
-                                            "memory_gb": 1, "gpu": 1, "requeue_on_node_loss": requeue})
+        job = jobs.submit(db.session, kqi.settings_of(app), kqi.box_of(app), who,
+                          {"name": "j", "image": "busybox", "command": "true", "cpu": 1, "memory_gb": 1, "gpu": 1,
+                           "requeue_on_node_loss": requeue})
         job.status, job.started_at = JobStatus.RUNNING, utcnow()
         db.session.add(JobPart(job_id=job.id, rank=0, node_id=node_id, gpu_indices=[gpu_index], container_id="c1"))
         db.session.add(GpuAllocation(job_id=job.id, node_id=node_id, gpu_index=gpu_index, milli=1000))

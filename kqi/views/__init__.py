@@ -38,6 +38,7 @@ def register_views(app: Flask) -> None:
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_error_handler(HTTPException, api.http_error)
+    app.jinja_env.globals["kqi_settings"] = app.extensions[config.EXTENSION]  # the templates' limits and intervals
 
     @app.url_value_preprocessor
     def ids_in_range(_endpoint, values):
