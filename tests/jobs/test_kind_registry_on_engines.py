@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+import kqi
 from kqi.accounts.auth import principal_for_token
 from kqi.extensions import db
 from kqi.jobs import kinds
@@ -27,13 +28,13 @@ class ProbeKind(kinds.JobKind):
         self.started: list[int] = []
         self.enforced = 0
 
-    def adapt(self, session, job, spec):
+    def adapt(self, session, box, job, spec):
         return replace(spec, env={**spec.env, "KQI_PROBE": "adapted"})
 
     def on_started(self, session, driver, job):
         self.started.append(job.id)
 
-    def on_collected(self, session, instance, job, status, reason):
+    def on_collected(self, session, settings, job, status, reason):
         return status, f"probe collected with status {status.value}"
 
     def enforce(self, session, driver, settings, now):
@@ -56,8 +57,9 @@ def test_a_registered_kind_is_placed_adapted_started_and_collected_through_its_h
         assert response.status_code == 200, response.get_json()
     with cluster.app.app_context():
         who = principal_for_token(db.session, cluster.api.token)
-        job_id = jobs.submit(db.session, who, {"name": "probe-1", "image": IMAGE, "command": "echo probe=$KQI_PROBE",
-                                               "cpu": 0.5, "memory_gb": 0.25}, kind="probe").id
+        job_id = jobs.submit(db.session, kqi.settings_of(cluster.app), kqi.box_of(cluster.app), who,
+                             {"name": "probe-1", "image": IMAGE, "command": "echo probe=$KQI_PROBE", "cpu": 0.5,
+                              "memory_gb": 0.25}, kind="probe").id
         db.session.commit()
 
     def job():
