@@ -47,13 +47,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import requests
 
 from bench.procs import kill_server, server_rss_mib
 from bench.start_latency import COMMAND, IMAGE, ROOT, bare_start, kqi_process
+
+if TYPE_CHECKING:
+    from kqi.config import Settings
 
 PARTITIONS = {"a": "core-a", "b": "core-b"}
 ENDED = {"Completed", "Failed", "Killed", "UserCanceled", "Error"}
@@ -480,7 +483,7 @@ SCENARIOS: dict[int, Callable[[Site], Row]] = {1: after_halt, 2: while_receiving
                                                4: beside_frozen, 5: burst, 6: big_log}
 
 
-def server_settings(parallel: int) -> tuple[dict[str, str], dict[str, Any]]:
+def server_settings(parallel: int) -> tuple[dict[str, str], Settings]:
     """The KQI_* settings to start the server with (node_parallel_ops only where the server has that
     setting), and the server's whole configuration under them."""
     from kqi import config
@@ -501,8 +504,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(), "cpus": os.cpu_count(),
         "load_avg_before": os.getloadavg()[0], "server_settings": env,
-        "stop_grace_s": configured["stop_grace_s"], "node_parallel_ops": configured.get("node_parallel_ops"),
-        "node_cache_gb": configured.get("node_cache_gb"),
+        "stop_grace_s": configured.stop_grace_s, "node_parallel_ops": getattr(configured, "node_parallel_ops", None),
+        "node_cache_gb": getattr(configured, "node_cache_gb", None),
         "reps": args.reps, "rows": []}
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:  # unwound in reverse: the server, then the engines
@@ -515,7 +518,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for node, engine in engines.items():
             api.call("POST", "/api/v1/admin/nodes", json={"name": PARTITIONS[node], "url": engine.unix_url,
                                                           "partition": PARTITIONS[node], "address": engine.address})
-        site = Site(api, engines, clients, args, configured["stop_grace_s"])
+        site = Site(api, engines, clients, args, configured.stop_grace_s)
         warm = [site.measure(node, "warm")[0] for node in engines]  # first containers and requests: not counted
         for node in engines:
             site.bare(node)

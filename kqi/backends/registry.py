@@ -131,7 +131,7 @@ class Backend:
     transports: tuple[str, ...] = ()  # the values of a node's "transport" it may report
     capabilities: Capabilities = Capabilities()
     credentials: CredentialsSchema = CredentialsSchema()
-    config: Mapping[str, Any] = {}  # its own settings keys and their defaults (kqi/config.py merges them)
+    config: Mapping[str, Any] = {}  # its own settings keys and their defaults (kqi/config.py: Settings.backend)
 
     def validate_url(self, url: str) -> str | None:
         """Why a node URL of one of its schemes is unusable, or None."""
@@ -146,7 +146,8 @@ class Backend:
         return urlsplit(url).scheme
 
     def timeout_s(self, settings: Mapping[str, Any]) -> int:
-        """The longest one call to a node of this backend may take, from the settings."""
+        """The longest one call to a node of this backend may take, from the backends' settings
+        (`Settings.backend`: every backend's own keys)."""
         raise NotImplementedError
 
     def pins_host_key(self, url: str) -> bool:
