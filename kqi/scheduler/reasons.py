@@ -11,35 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kqi.scheduler.model import (
-    BLOCKED_BEHIND,
-    DELAYS_RESERVATION,
-    GANG_SHORT,
-    INSUFFICIENT_CPU,
-    INSUFFICIENT_GPU_SHARE,
-    INSUFFICIENT_GPUS,
-    INSUFFICIENT_MEMORY,
-    INVALID_GANG_SIZE,
-    INVALID_GPU_REQUEST,
-    NO_NODES,
-    NODE_FEATURE_MISSING,
-    NODE_UNSCHEDULABLE,
-    PARTITION_EMPTY,
-    QUOTA,
-    RESERVED,
-    TENANT_NOT_ALLOWED,
-    WHOLE_GPU,
-    Reason,
-)
+import kqi.scheduler.model as model
+from kqi.scheduler.model import WHOLE_GPU, Reason
 
 # "<words> on <n> nodes", with " even when idle" when the count is over idle nodes.
 PER_NODE_WORDS = {
-    INSUFFICIENT_CPU: "insufficient cpu",
-    INSUFFICIENT_MEMORY: "insufficient memory",
-    INSUFFICIENT_GPUS: "insufficient gpus",
-    INSUFFICIENT_GPU_SHARE: "no gpu with enough free share",
-    NODE_UNSCHEDULABLE: "node unschedulable",
-    TENANT_NOT_ALLOWED: "node closed to tenant",
+    model.INSUFFICIENT_CPU: "insufficient cpu",
+    model.INSUFFICIENT_MEMORY: "insufficient memory",
+    model.INSUFFICIENT_GPUS: "insufficient gpus",
+    model.INSUFFICIENT_GPU_SHARE: "no gpu with enough free share",
+    model.NODE_UNSCHEDULABLE: "node unschedulable",
+    model.TENANT_NOT_ALLOWED: "node closed to tenant",
 }
 # A quota's resource: (its name in words, units per shown unit, the unit shown after the numbers).
 QUOTA_UNITS = {"cpu_milli": ("cpu", 1000, " cores"), "memory_mib": ("memory", 1024, " GiB"),
@@ -87,16 +69,16 @@ def _feature_missing(p: dict[str, Any], noun: Callable[[str], str]) -> str:
 
 
 _PER_JOB: dict[str, Callable[[dict[str, Any]], str]] = {
-    INVALID_GPU_REQUEST: lambda p: (f"invalid gpu request {p['gpu_milli']}: a share is below {WHOLE_GPU}, "
-                                    f"whole GPUs are multiples of {WHOLE_GPU}"),
-    INVALID_GANG_SIZE: lambda p: f"invalid gang size {p['parts']}",
-    GANG_SHORT: _gang,
-    NO_NODES: lambda p: "no nodes",
-    PARTITION_EMPTY: lambda p: f"partition {p['partition']} has no nodes",
-    QUOTA: _quota,
-    RESERVED: _reserved,
-    DELAYS_RESERVATION: lambda p: f"waiting behind reservation for job {p['job']}",
-    BLOCKED_BEHIND: lambda p: f"waiting behind job {p['job']} (strict order)",
+    model.INVALID_GPU_REQUEST: lambda p: (f"invalid gpu request {p['gpu_milli']}: a share is below {WHOLE_GPU}, "
+                                          f"whole GPUs are multiples of {WHOLE_GPU}"),
+    model.INVALID_GANG_SIZE: lambda p: f"invalid gang size {p['parts']}",
+    model.GANG_SHORT: _gang,
+    model.NO_NODES: lambda p: "no nodes",
+    model.PARTITION_EMPTY: lambda p: f"partition {p['partition']} has no nodes",
+    model.QUOTA: _quota,
+    model.RESERVED: _reserved,
+    model.DELAYS_RESERVATION: lambda p: f"waiting behind reservation for job {p['job']}",
+    model.BLOCKED_BEHIND: lambda p: f"waiting behind job {p['job']} (strict order)",
 }
 
 
@@ -106,7 +88,7 @@ def render(reason: Reason, noun: Callable[[str], str] = str) -> str:
     words = PER_NODE_WORDS.get(reason.code)
     if words is not None:
         return f"{words} on {_nodes(params['nodes'])}{' even when idle' if params.get('when_idle') else ''}"
-    if reason.code == NODE_FEATURE_MISSING:
+    if reason.code == model.NODE_FEATURE_MISSING:
         return _feature_missing(params, noun)
     return _PER_JOB[reason.code](params)
 
