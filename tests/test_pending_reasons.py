@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import update
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import inspect, select, text, update
 
+import kqi
 from kqi.extensions import db
 from kqi.models import Job, Node, NodeGpu, Role
 from kqi.scheduler import snapshot
 from kqi.scheduler.plan import plan
+from tests.conftest import Factory, make_app
 from tests.test_load import counted
 
 BODY = {"image": "busybox", "command": "true", "cpu": 1, "memory_gb": 1}
@@ -69,3 +72,26 @@ def test_a_job_over_its_tenant_quota_waits_with_the_quota_in_words_and_codes(app
     _tick(app, queue)
     shown = api.get(f"/api/v1/training/{job_id}").get_json()
     assert (shown["status"], shown["pending_reasons"], shown["pending_reason_codes"]) == ("Starting", [], [])
+
+
+def test_the_migration_gives_existing_jobs_empty_codes_and_its_downgrade_takes_the_column_away(tmp_path, db_url):
+    app = make_app(tmp_path, db_url)
+    directory = app.extensions["migrate"].directory
+    try:
+        job_id = Factory(app).api().post("/api/v1/training/run", json={**BODY, "name": "old"}).get_json()["id"]
+        with app.app_context():
+            downgrade(directory=directory, revision="0011_sqlite_ids")
+            assert "pending_reason_codes" not in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+            db.session.execute(text("UPDATE jobs SET pending_reasons = :words WHERE id = :id"),
+                               {"words": '["no nodes"]', "id": job_id})  # as the scheduler wrote it then
+            db.session.commit()
+            upgrade(directory=directory, revision="head")
+            assert db.session.execute(select(Job.pending_reasons, Job.pending_reason_codes)
+                                      .where(Job.id == job_id)).one() == (["no nodes"], [])
+        _tick(app, snapshot.QueueCache())  # the next tick gives the row its codes
+        with app.app_context():
+            assert db.session.get(Job, job_id).pending_reason_codes == [{"code": "no_nodes", "params": {}}]
+    finally:
+        kqi.shutdown(app)
+        with app.app_context():
+            db.engine.dispose()
