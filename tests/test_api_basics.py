@@ -114,7 +114,7 @@ def test_submit_returns_201_queued_with_location(app, factory):
     ({"time_limit_s": 0}, "time_limit_s"),
     ({"time_limit_s": 1.5}, "time_limit_s"),
     ({"priority": "urgent"}, "priority"),
-    ({"partition": "* for notebooks"}, "partition"),  # the scheduler's own label for notebook nodes
+    ({"partition": "* for notebooks"}, "partition"),  # '*' and spaces are no partition's characters
     ({"partition": "a b"}, "partition"),
     ({"surprise": 1}, "surprise"),
 ])

@@ -169,6 +169,8 @@ def test_services_are_placed_only_on_nodes_whose_flag_allows_them(app, factory):
     waiting = api.get(f"/api/v1/notebooks/{in_gpu['id']}").get_json()
     assert waiting["status"] == "Queued"
     assert waiting["pending_reasons"] == ["no node of partition gpu allows notebooks"]
+    assert waiting["pending_reason_codes"] == [{"code": "node_feature_missing",
+                                                "params": {"feature": "notebook", "partition": "gpu"}}]
 
 
 def test_the_settings_page_changes_the_service_commands(sqlite_app):

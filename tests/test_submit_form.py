@@ -80,6 +80,8 @@ def test_estimate_runs_the_scheduler_plan_on_the_snapshot(app, factory):
         busy = availability.estimate(db.session, who, {"cpu": 1, "memory_gb": 1, "gpu": 1})
         assert not busy["starts_now"]
         assert busy["reasons"] == ["tenant gpu quota 2/2 (job needs 1)"]
+        assert busy["reason_codes"] == [{"code": "quota", "params": {"resource": "gpu_milli", "used": 2000,
+                                                                     "limit": 2000, "asked": 1000}}]
         assert busy["quota"]["gpu"] == 2 and busy["quota"]["used"] == {"cpu": 1.0, "memory_gb": 1.0, "gpu": 2.0}
         assert [(n["node"], n["gpus_free"], n["cpu_free"]) for n in busy["free"]][0] == ("big", 0, 15)
         db.session.get(Tenant, who.tenant.id).quota_gpu_milli = None
@@ -108,6 +110,8 @@ def test_estimate_api_answers_the_documented_shape(app, factory):
     assert ok["starts_now"] and ok["node"] == "n1" and ok["free"][0]["gpus_free"] == 1
     waits = api.post("/api/v1/training/estimate", json={"cpu": 8, "memory_gb": 1}).get_json()
     assert not waits["starts_now"] and waits["reasons"] == ["insufficient cpu on 1 node even when idle"]
+    assert waits["reason_codes"] == [{"code": "insufficient_cpu", "params": {"nodes": 1, "when_idle": True}}]
+    assert ok["reason_codes"] == []
     assert api.get("/api/v1/training").get_json()["total"] == 0
 
 

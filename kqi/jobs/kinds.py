@@ -4,7 +4,9 @@ Every job is queued, placed, started, watched and collected the same way (kqi/jo
 kqi/scheduler/). A kind adds only what is its own, by overriding the hooks of `JobKind`:
 - `node_flag` and `needs`: the placement constraint, a node attribute that must be true for the
   kind to run there (notebooks need `Node.allow_notebooks`) and the capabilities its node's backend
-  must have (kqi/backends/registry.py `Capabilities`: notebooks need `published_ports`);
+  must have (kqi/backends/registry.py `Capabilities`: notebooks need `published_ports`); the planner
+  sees both as one node feature named after the kind (kqi/scheduler/placement.py), and `noun`
+  words the wait when no node allows it;
 - `ship` and `adapt`: extra files for the container, and the container spec itself (argv, ports);
 - `on_started`: after its containers started (read back a published port);
 - `on_collected`: after its outputs were collected, before the job's end is written (turn output

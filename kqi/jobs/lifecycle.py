@@ -209,6 +209,7 @@ def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatu
         values.setdefault("completed_at", utcnow())
         values.setdefault("queue_position", None)
         values.setdefault("pending_reasons", [])
+        values.setdefault("pending_reason_codes", [])
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.status == expected).values(status=new, **values)
         .execution_options(synchronize_session=False)
@@ -313,6 +314,7 @@ def as_dict(job: Job, shown: Shown | None = None) -> dict[str, Any]:
         "parts": parts,
         "queue_position": job.queue_position,
         "pending_reasons": list(job.pending_reasons or []),
+        "pending_reason_codes": list(job.pending_reason_codes or []),
         "halt_requested": job.halt_requested,
         "requeue_on_node_loss": job.requeue_on_node_loss,
         "created_at": _iso(job.created_at),

@@ -5,10 +5,9 @@ like any job, whose container serves HTTP on a port the engine publishes on its 
 port it picks; kqi reads it back after the start). What both kinds share lives here:
 
 - where they may run: only on nodes whose flag allows the kind (`Node.allow_notebooks`,
-  `allow_tensorboard`). The pure planner knows no flags, so the snapshot gives each flagged node a
-  synthetic partition label per kind and a service job asks for that label (`node_labels`,
-  `request_partition`); `readable_reasons` turns the planner's "partition ... has no nodes" into
-  "no node allows notebooks".
+  `allow_tensorboard`). The planner sees the flag as a node feature named after the kind, which
+  the kind's jobs need (kqi/scheduler/placement.py); when no node has it, the kind's noun words the
+  wait ("no node allows notebooks").
 - the container: the site's command template split into argv ({port} and {token} replaced in the
   elements, never through a shell), the published port, and files shipped in before it starts (a
   notebook rerun's earlier /kqi/output, a TensorBoard's run outputs).

@@ -187,7 +187,8 @@ class Job(db.Model):
     halt_reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
     requeue_on_node_loss: Mapped[bool] = mapped_column(Boolean, default=False)  # else Killed, "node lost"
     queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    pending_reasons: Mapped[list] = mapped_column(JSON, default=list)
+    pending_reasons: Mapped[list] = mapped_column(JSON, default=list)  # in words (kqi/scheduler/reasons.py)
+    pending_reason_codes: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")  # as data: code, params
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

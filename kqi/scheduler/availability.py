@@ -16,7 +16,8 @@ from kqi import validation as v
 from kqi.accounts.auth import Principal
 from kqi.jobs import lifecycle as jobs
 from kqi.resources import ZERO, Resources, gb, limits_as_api
-from kqi.scheduler import snapshot
+from kqi.scheduler import placement, snapshot
+from kqi.scheduler import reasons as reason_codes
 from kqi.scheduler.fit import NodeFree
 from kqi.scheduler.model import ClusterState, JobRequest
 from kqi.scheduler.plan import plan
@@ -31,12 +32,6 @@ GB_DIGITS_SHOWN = 2  # the panel shows memory to two decimals
 
 def _open_to(view, tenant: str) -> bool:
     return view.tenants is None or tenant in view.tenants
-
-
-def _partitions(view) -> list[str]:
-    """The labels a submit may name: the scheduler also gives nodes synthetic labels (with spaces,
-    kqi/kinds/interactive.py) that only its own service jobs ask for."""
-    return sorted(label for label in view.labels if v.PARTITION.match(label))
 
 
 def overview(state: ClusterState, tenant: str) -> dict[str, Any]:
@@ -56,7 +51,7 @@ def overview(state: ClusterState, tenant: str) -> dict[str, Any]:
         node = free[view.name]
         left, total = Resources(node.cpu_milli, node.memory_mib), Resources(view.cpu_milli, view.memory_mib)
         nodes.append({
-            "node": view.name, "schedulable": view.schedulable, "partitions": _partitions(view),
+            "node": view.name, "schedulable": view.schedulable, "partitions": sorted(view.labels),
             "cpu_free": left.cores, "cpu_total": total.cores,
             "memory_free_gb": gb(left.memory_mib, GB_DIGITS_SHOWN), "memory_total_gb": gb(total.memory_mib, GB_DIGITS_SHOWN),
             "gpus_free": node.whole_free, "gpus_total": len(view.gpus),
@@ -64,7 +59,7 @@ def overview(state: ClusterState, tenant: str) -> dict[str, Any]:
         })
     quota = state.quotas.get(tenant)
     return {
-        "partitions": sorted({label for view in state.nodes if view.name in free for label in _partitions(view)}),
+        "partitions": sorted({label for view in state.nodes if view.name in free for label in view.labels}),
         "free": nodes,
         "quota": {**limits_as_api(dataclasses.asdict(quota) if quota else {}, GB_DIGITS_SHOWN),
                   "used": used.as_api(GB_DIGITS_SHOWN)},
@@ -86,10 +81,11 @@ def estimate_in(state: ClusterState, request: JobRequest) -> dict[str, Any]:
     placed = next((p for p in result.placements if p.job_id == request.job_id), None)
     if placed is not None:
         return {"starts_now": True, "node": placed.parts[0].node, "nodes": [p.node for p in placed.parts],
-                "gpu_indices": list(placed.parts[0].gpu_indices), "queue_position": None, "reasons": []}
+                "gpu_indices": list(placed.parts[0].gpu_indices), "queue_position": None, "reasons": [],
+                "reason_codes": []}
     pending = next(p for p in result.pending if p.job_id == request.job_id)
     return {"starts_now": False, "node": None, "nodes": [], "gpu_indices": [], "queue_position": pending.position,
-            "reasons": list(pending.reasons)}
+            "reasons": list(placement.words(pending.reasons)), "reason_codes": reason_codes.to_json(pending.reasons)}
 
 
 def read_state(session: Session, now: float | None = None) -> ClusterState:

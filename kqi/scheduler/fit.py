@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kqi.scheduler.model import WHOLE_GPU, AllocatedPart, JobRequest, NodeView
-
-# Per-node reasons, aggregated by the planner into "<reason> on <n> nodes".
-INSUFFICIENT_CPU = "insufficient cpu"
-INSUFFICIENT_MEMORY = "insufficient memory"
-INSUFFICIENT_GPUS = "insufficient gpus"
-INSUFFICIENT_GPU_SHARE = "no gpu with enough free share"
-INVALID_GPU_REQUEST = "invalid gpu request"
-NODE_UNSCHEDULABLE = "node unschedulable"
-TENANT_NOT_ALLOWED = "node closed to tenant"
-DELAYS_RESERVATION = "would delay the reservation"
+from kqi.scheduler.model import (
+    INSUFFICIENT_CPU,
+    INSUFFICIENT_GPU_SHARE,
+    INSUFFICIENT_GPUS,
+    INSUFFICIENT_MEMORY,
+    INVALID_GPU_REQUEST,
+    WHOLE_GPU,
+    AllocatedPart,
+    JobRequest,
+    NodeView,
+)
 
 
 def is_share(gpu_milli: int) -> bool:
@@ -92,7 +92,8 @@ class NodeFree:
 
 
 def reasons_unfit(node: NodeFree, req: JobRequest) -> list[str]:
-    """Every reason one part of `req` does not fit in `node` now; empty when it fits."""
+    """Every reason one part of `req` does not fit in `node` now, as reason codes (the planner
+    counts them over nodes); empty when it fits."""
     reasons = []
     if req.cpu_milli > node.cpu_milli:
         reasons.append(INSUFFICIENT_CPU)

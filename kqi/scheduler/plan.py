@@ -26,10 +26,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 from kqi.scheduler.fit import (
-    DELAYS_RESERVATION,
-    INVALID_GPU_REQUEST,
-    NODE_UNSCHEDULABLE,
-    TENANT_NOT_ALLOWED,
     NodeFree,
     make_part,
     pick_gpus,
@@ -38,6 +34,19 @@ from kqi.scheduler.fit import (
     valid_gpu_request,
 )
 from kqi.scheduler.model import (
+    BLOCKED_BEHIND,
+    DELAYS_RESERVATION,
+    GANG_SHORT,
+    INVALID_GANG_SIZE,
+    INVALID_GPU_REQUEST,
+    NO_NODES,
+    NODE_FEATURE_MISSING,
+    NODE_UNSCHEDULABLE,
+    PARTITION_EMPTY,
+    PER_NODE_ORDER,
+    QUOTA,
+    RESERVED,
+    TENANT_NOT_ALLOWED,
     WHOLE_GPU,
     AllocatedPart,
     ClusterState,
@@ -45,6 +54,7 @@ from kqi.scheduler.model import (
     Pending,
     Placement,
     Plan,
+    Reason,
     Reservation,
 )
 from kqi.scheduler.order import (
@@ -84,25 +94,12 @@ def plan(state: ClusterState, policy: str = "kqi") -> Plan:
     return _Pass(state, POLICIES[policy]).run()
 
 
-def _nodes(count: int) -> str:
-    return f"{count} node{'' if count == 1 else 's'}"
+_RANK = {code: rank for rank, code in enumerate(PER_NODE_ORDER)}
 
 
-def _aggregate(counts: Counter, suffix: str = "") -> list[str]:
-    """Per-node reasons as counts, the most common first (ties by text, for determinism)."""
-    return [f"{reason} on {_nodes(n)}{suffix}" for reason, n in sorted(counts.items(), key=lambda rn: (-rn[1], rn[0]))]
-
-
-def _number(value: float) -> str:
-    return f"{value:g}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+def _aggregate(counts: Counter, **params) -> list[Reason]:
+    """Per-node reason codes counted over nodes, the most common first (ties in PER_NODE_ORDER)."""
+    return [Reason.of(code, nodes=n, **params) for code, n in sorted(counts.items(), key=lambda cn: (-cn[1], _RANK[cn[0]]))]
 
 
 def _shape(job: JobRequest, group: int) -> tuple:
@@ -139,10 +136,10 @@ class _Pass:
         self.reservations: list[_Reservation] = []
         self.blocked_by: int | None = None  # strict policies: the job everything waits behind
         self.generation = 0  # placements so far; a cached failure from an older one may be stale
-        self.failed: dict[tuple, tuple[int, list[str]]] = {}
-        self.eligibility: dict[tuple, tuple[list[NodeFree], list[str], int]] = {}
+        self.failed: dict[tuple, tuple[int, list[Reason]]] = {}
+        self.eligibility: dict[tuple, tuple[list[NodeFree], list[Reason], int]] = {}
         self.groups: dict[tuple, int] = {}  # (eligible names, static reasons) -> a small number
-        self.never: dict[tuple, list[str]] = {}
+        self.never: dict[tuple, list[Reason]] = {}
 
     def run(self) -> Plan:
         state = self.state
@@ -172,10 +169,10 @@ class _Pass:
         else:
             order.placed(job)
 
-    def _consider(self, job: JobRequest) -> list[str]:
+    def _consider(self, job: JobRequest) -> list[Reason]:
         """Place `job` now, or return why it waits (never empty when it waits)."""
         if self.blocked_by is not None:
-            return [f"waiting behind job {self.blocked_by} (strict order)"]
+            return [Reason.of(BLOCKED_BEHIND, job=self.blocked_by)]
         reasons = self._quota_reasons(job)
         if reasons:
             return reasons
@@ -210,29 +207,28 @@ class _Pass:
             held[1] += part.memory_mib
             held[2] += part.gpu_milli
 
-    def _quota_reasons(self, job: JobRequest) -> list[str]:
+    def _quota_reasons(self, job: JobRequest) -> list[Reason]:
         quota = self.state.quotas.get(job.tenant)
         if quota is None:
             return []
         held = self.in_use.get(job.tenant, [0, 0, 0])
         reasons = []
-        # (name, limit, held, asked, unit size, unit label): shown in cores, GiB and GPUs.
-        for name, limit, used, asked, unit, label in (
-                ("cpu", quota.cpu_milli, held[0], job.cpu_milli, 1000, " cores"),
-                ("memory", quota.memory_mib, held[1], job.memory_mib, 1024, " GiB"),
-                ("gpu", quota.gpu_milli, held[2], job.gpu_milli, WHOLE_GPU, "")):
+        for resource, limit, used, asked in (("cpu_milli", quota.cpu_milli, held[0], job.cpu_milli),
+                                             ("memory_mib", quota.memory_mib, held[1], job.memory_mib),
+                                             ("gpu_milli", quota.gpu_milli, held[2], job.gpu_milli)):
             asked *= job.nodes
             if limit is not None and used + asked > limit:
-                reasons.append(f"tenant {name} quota {_number(used / unit)}/{_number(limit / unit)}{label}"
-                               f" (job needs {_number(asked / unit)})")
+                reasons.append(Reason.of(QUOTA, resource=resource, used=used, limit=limit, asked=asked))
         return reasons
 
-    def _eligible(self, job: JobRequest) -> tuple[list[NodeFree], list[str], int]:
-        """Nodes open to the job's partition and tenant, reasons about the others, and a number
-        shared by all (partition, tenant) pairs that see the same nodes for the same reasons."""
-        key = (job.partition, job.tenant)
+    def _eligible(self, job: JobRequest) -> tuple[list[NodeFree], list[Reason], int]:
+        """Nodes open to the job's partition, needs and tenant, reasons about the others, and a
+        number shared by all (partition, needs, tenant) that see the same nodes for the same reasons.
+        A node without a feature the job needs is as far from it as a node of another partition."""
+        key = (job.partition, job.needs, job.tenant)
         if key not in self.eligibility:
-            views = [v for v in self.views if job.partition is None or job.partition in v.labels]
+            in_partition = [v for v in self.views if job.partition is None or job.partition in v.labels]
+            views = [v for v in in_partition if job.needs <= v.features] if job.needs else in_partition
             counts: Counter = Counter()
             nodes = []
             for view in views:
@@ -244,19 +240,29 @@ class _Pass:
                     nodes.append(self.free[view.name])
             static = _aggregate(counts)
             if not views:
-                static = [f"partition {job.partition} has no nodes" if job.partition else "no nodes"]
+                static = self._no_nodes(job, in_partition)
             group = self.groups.setdefault((tuple(n.name for n in nodes), tuple(static)), len(self.groups))
             self.eligibility[key] = (nodes, static, group)
         return self.eligibility[key]
 
-    def _never_fits(self, job: JobRequest, key: tuple, eligible: list[NodeFree], static: list[str]) -> list[str]:
+    @staticmethod
+    def _no_nodes(job: JobRequest, in_partition: list) -> list[Reason]:
+        """Why no node is eligible: the features no node of the partition has (all the job needs
+        when each is on some node but none has them all), else an empty partition."""
+        if job.needs:
+            missing = sorted(f for f in job.needs if not any(f in v.features for v in in_partition))
+            return [Reason.of(NODE_FEATURE_MISSING, feature=f, partition=job.partition)
+                    for f in missing or sorted(job.needs)]
+        return [Reason.of(PARTITION_EMPTY, partition=job.partition) if job.partition else Reason(NO_NODES)]
+
+    def _never_fits(self, job: JobRequest, key: tuple, eligible: list[NodeFree],
+                    static: list[Reason]) -> list[Reason]:
         """Reasons the job cannot start even on idle nodes; such jobs block nobody."""
         if key not in self.never:
             if not valid_gpu_request(job.gpu_milli):
-                self.never[key] = [(f"{INVALID_GPU_REQUEST} {job.gpu_milli}: a share is below "
-                                    f"{WHOLE_GPU}, whole GPUs are multiples of {WHOLE_GPU}")]
+                self.never[key] = [Reason.of(INVALID_GPU_REQUEST, gpu_milli=job.gpu_milli)]
             elif job.nodes < 1:
-                self.never[key] = [f"invalid gang size {job.nodes}"]
+                self.never[key] = [Reason.of(INVALID_GANG_SIZE, parts=job.nodes)]
             else:
                 counts: Counter = Counter()
                 hosts = 0
@@ -267,9 +273,9 @@ class _Pass:
                     hosts += not reasons
                 reasons = []
                 if hosts < job.nodes:
-                    reasons = static + _aggregate(counts, " even when idle")
+                    reasons = static + _aggregate(counts, when_idle=True)
                     if job.nodes > 1:
-                        reasons.append(f"gang of {job.nodes} parts, only {_nodes(hosts)} can hold one")
+                        reasons.append(Reason.of(GANG_SHORT, parts=job.nodes, nodes=hosts, when_idle=True))
                 self.never[key] = reasons
         return self.never[key]
 
@@ -301,11 +307,11 @@ class _Pass:
         if len(fits) >= job.nodes:
             return tuple(make_part(node, job, gpus) for node, gpus in self._choose(job, fits)), None
         waiting = counts.pop(DELAYS_RESERVATION, 0)
-        reasons = _aggregate(counts)
+        reasons = _aggregate(counts, when_idle=False)
         if waiting:
-            reasons.append(f"waiting behind reservation for job {waiting_for.job.job_id}")
+            reasons.append(Reason.of(DELAYS_RESERVATION, job=waiting_for.job.job_id, nodes=waiting))
         if fits:
-            reasons.append(f"gang of {job.nodes} parts fits on only {_nodes(len(fits))}")
+            reasons.append(Reason.of(GANG_SHORT, parts=job.nodes, nodes=len(fits), when_idle=False))
         return None, reasons
 
     def _choose(self, job: JobRequest, fits: list[tuple[NodeFree, tuple[int, ...]]]):
@@ -355,7 +361,7 @@ class _Pass:
                     if part.node in r.shadows:
                         r.shadows[part.node].take(part)
 
-    def _reserve(self, job: JobRequest, eligible: list[NodeFree]) -> str:
+    def _reserve(self, job: JobRequest, eligible: list[NodeFree]) -> Reason:
         """Reserve the earliest time and nodes the job fits, releasing jobs as their limits end.
 
         Earlier reservations hold their parts on their nodes from now until their own end (start
@@ -415,10 +421,8 @@ class _Pass:
                     if name in r.shadows:
                         r.holds.setdefault(name, []).append(make_part(node, job, ()))
         self.reservations.append(new)
-        where = ", ".join(shadows)
-        if start_at == math.inf:
-            return f"reserved {where} (start unknown: running jobs there have no time limit)"
-        return f"reserved {where} to start in {_duration(start_at - self.state.now)}"
+        return Reason.of(RESERVED, node_names=tuple(shadows),
+                         start_in_s=None if start_at == math.inf else start_at - self.state.now)
 
 
 def _take_held(node: NodeFree, parts: list[AllocatedPart]) -> bool:

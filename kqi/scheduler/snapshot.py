@@ -18,6 +18,7 @@ from kqi.jobs import lifecycle as jobs
 from kqi.models import GpuAllocation, Job, JobPart, JobStatus, Node, Tenant
 from kqi.resources import Resources
 from kqi.scheduler import placement as kind_placement
+from kqi.scheduler import reasons as reason_codes
 from kqi.scheduler.model import (
     WHOLE_GPU,
     AllocatedPart,
@@ -25,8 +26,10 @@ from kqi.scheduler.model import (
     GpuView,
     JobRequest,
     NodeView,
+    Pending,
     Plan,
     Quota,
+    Reason,
     RunningJob,
 )
 from kqi.scheduler.order import CORES_PER_GPU_EQUIVALENT
@@ -36,11 +39,16 @@ def _epoch(moment: datetime | None) -> float:
     return moment.replace(tzinfo=UTC).timestamp() if moment else 0.0
 
 
+# A queued job's position and reasons as stored; reasons None: the stored words are not those of the
+# stored codes (a row from before the codes, or words since changed), so the next apply rewrites both.
+Seen = tuple[int | None, tuple[Reason, ...] | None]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     state: ClusterState
     node_ids: dict[str, int]  # NodeView.name -> Node.id
-    pending_seen: dict[int, tuple[int | None, tuple[str, ...]]]  # what queued jobs show now (QueueCache.seen)
+    pending_seen: dict[int, Seen]  # what queued jobs show now (QueueCache.seen)
 
 
 class QueueCache:
@@ -54,7 +62,7 @@ class QueueCache:
 
     def __init__(self) -> None:
         self.requests: dict[int, JobRequest] = {}
-        self.seen: dict[int, tuple[int | None, tuple[str, ...]]] = {}  # position and reasons in the database
+        self.seen: dict[int, Seen] = {}  # position and reasons in the database
 
     def clear(self) -> None:
         self.requests.clear()
@@ -85,9 +93,21 @@ def decayed_usage(spans: list[tuple[str, float, float, float]], now: float) -> d
 _QUEUED_IDS = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id)
 _QUEUED_FROM = (
     select(Job.id, Job.tenant_id, Job.created_at, Job.cpu_milli, Job.memory_mib, Job.gpu_milli, Job.partition,
-           Job.priority, Job.time_limit_s, Job.nodes, Job.queue_position, Job.pending_reasons, Job.kind)
+           Job.priority, Job.time_limit_s, Job.nodes, Job.queue_position, Job.pending_reasons,
+           Job.pending_reason_codes, Job.kind)
     .where(Job.status == JobStatus.QUEUED, Job.id >= bindparam("first_id")).order_by(Job.id)
 )
+
+
+def _stored_reasons(codes: list | None, words: list | None) -> tuple[Reason, ...] | None:
+    """The stored codes as Reasons, or None when the stored words are not theirs."""
+    try:
+        reasons = reason_codes.from_json(codes)
+        if kind_placement.words(reasons) == tuple(words or ()):
+            return reasons
+    except (KeyError, AttributeError, TypeError):  # codes no longer known, or not as written
+        pass
+    return None
 
 
 def _read_queue(session: Session, queue: QueueCache, tenant_names: dict[int, str]) -> list[int]:
@@ -98,15 +118,15 @@ def _read_queue(session: Session, queue: QueueCache, tenant_names: dict[int, str
         # One pass of plain rows, unpacking each as a tuple: ORM objects and a Row's attribute
         # access cost several times more than the rest here.
         for (job_id, tenant_id, created_at, cpu_milli, memory_mib, gpu_milli, partition, priority, time_limit_s, gang,
-             queue_position, pending_reasons, kind) in session.execute(_QUEUED_FROM, {"first_id": new[0]}):
+             queue_position, pending_reasons, pending_reason_codes, kind) in session.execute(
+                _QUEUED_FROM, {"first_id": new[0]}):
             if job_id in queue.requests:
                 continue
             queue.requests[job_id] = JobRequest(
                 job_id=job_id, tenant=tenant_names[tenant_id], submit_time=_epoch(created_at), cpu_milli=cpu_milli,
-                memory_mib=memory_mib, gpu_milli=gpu_milli,
-                partition=kind_placement.request_partition(kind, partition or None),  # services: flagged nodes
-                priority=priority, time_limit_s=time_limit_s, nodes=gang)
-            queue.seen[job_id] = (queue_position, tuple(pending_reasons or ()))
+                memory_mib=memory_mib, gpu_milli=gpu_milli, partition=partition or None, priority=priority,
+                time_limit_s=time_limit_s, nodes=gang, needs=kind_placement.needs(kind))
+            queue.seen[job_id] = (queue_position, _stored_reasons(pending_reason_codes, pending_reasons))
     for job_id in queue.requests.keys() - set(ids):  # left the queue: started, halted, deleted
         del queue.requests[job_id]
         queue.seen.pop(job_id, None)
@@ -136,9 +156,10 @@ def read(session: Session, now: float, queue: QueueCache | None = None) -> Snaps
             cpu_milli=node.cpu_milli,
             memory_mib=node.memory_mib,
             gpus=tuple(GpuView(index=g.gpu_index, model=g.model, busy=g.busy) for g in gpus.get(node.id, ())),
-            labels=kind_placement.node_labels(node, node_registry.labels(node, gpus.get(node.id, []))),  # + node flags
+            labels=frozenset(node_registry.labels(node, gpus.get(node.id, []))),
             schedulable=node.schedulable,
             tenants=None if node.tenants is None else frozenset(node.tenants),
+            features=kind_placement.node_features(node),
         )
         for node in nodes
     )
@@ -193,7 +214,7 @@ def _apply_one(session: Session, snapshot: Snapshot, placement) -> bool:
         if node is None or not node.schedulable or not _gpus_fit(session, node_id, part):
             return False
     if not jobs.transition(session, placement.job_id, JobStatus.QUEUED, JobStatus.STARTING, queue_position=None,
-                           pending_reasons=[]):
+                           pending_reasons=[], pending_reason_codes=[]):
         return False
     for rank, (node_id, part) in enumerate(zip(node_ids, placement.parts)):
         session.add(JobPart(job_id=placement.job_id, rank=rank, node_id=node_id, gpu_indices=list(part.gpu_indices)))
@@ -224,22 +245,25 @@ def apply(session: Session, snapshot: Snapshot, plan: Plan, moves_at_once: int |
             started.append(placement.job_id)
         else:
             savepoint.rollback()
-    changed, moves = [], []
+    changed: list[Pending] = []
+    moves: list[Pending] = []
     for pending in plan.pending:
-        reasons = kind_placement.readable_reasons(pending.reasons)
         seen = snapshot.pending_seen.get(pending.job_id)
-        if seen == (pending.position, reasons):
+        if seen == (pending.position, pending.reasons):
             continue
-        row = {"pending_id": pending.job_id, "position": pending.position, "reasons": list(reasons)}
-        (moves if seen is not None and seen[0] is not None and seen[1] == reasons else changed).append(row)
+        (moves if seen is not None and seen[0] is not None and seen[1] == pending.reasons else changed).append(pending)
     if moves_at_once is None or len(moves) <= moves_at_once:
         changed += moves
     if changed:  # one executemany: a job starting shifts the position of every job behind it
+        stored: dict[tuple[Reason, ...], dict[str, list]] = {}  # most waiting jobs share their reasons
+        for reasons in {p.reasons for p in changed}:
+            stored[reasons] = {"reasons": list(kind_placement.words(reasons)), "codes": reason_codes.to_json(reasons)}
         table = Job.__table__
         session.execute(
             table.update().where(table.c.id == bindparam("pending_id"), table.c.status == JobStatus.QUEUED)
-            .values(queue_position=bindparam("position"), pending_reasons=bindparam("reasons")),
-            changed,
+            .values(queue_position=bindparam("position"), pending_reasons=bindparam("reasons"),
+                    pending_reason_codes=bindparam("codes")),
+            [{"pending_id": p.job_id, "position": p.position, **stored[p.reasons]} for p in changed],
         )
-        snapshot.pending_seen.update((row["pending_id"], (row["position"], tuple(row["reasons"]))) for row in changed)
+        snapshot.pending_seen.update((p.job_id, (p.position, p.reasons)) for p in changed)
     return started

@@ -16,6 +16,7 @@ from kqi.kinds import notebook  # noqa: F401  (registers the notebook kind)
 from kqi.models import Node
 from kqi.resources import Resources
 from kqi.scheduler import placement
+from kqi.scheduler.model import NODE_FEATURE_MISSING, Reason
 
 PEM_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot really a key\n-----END OPENSSH PRIVATE KEY-----\n"
 CERT = "-----BEGIN CERTIFICATE-----\n"
@@ -160,7 +161,8 @@ def test_a_kind_needing_published_ports_is_placed_only_where_the_backend_publish
     plain_node = Node(name="p", url="plain:///x", allow_notebooks=True)
     flagged_off = Node(name="f", url="unix:///var/run/docker.sock", allow_notebooks=False)
     assert kind.allowed_on(docker_node) and not kind.allowed_on(plain_node) and not kind.allowed_on(flagged_off)
-    wanted = placement.request_partition("notebook", None)
-    assert wanted in placement.node_labels(docker_node, [])
-    assert wanted not in placement.node_labels(plain_node, [])
-    assert placement.readable_reasons([f"partition {wanted} has no nodes"]) == ("no node allows notebooks",)
+    assert placement.needs("notebook") == {"notebook"}  # the feature its jobs need, which nodes allowing it have
+    assert "notebook" in placement.node_features(docker_node)
+    assert "notebook" not in placement.node_features(plain_node) | placement.node_features(flagged_off)
+    missing = Reason.of(NODE_FEATURE_MISSING, feature="notebook", partition=None)
+    assert placement.words([missing]) == ("no node allows notebooks",)

@@ -70,6 +70,9 @@ def test_a_registered_kind_is_placed_adapted_started_and_collected_through_its_h
     cluster.scheduler.tick()
     status, reasons, _ = job()
     assert status == JobStatus.QUEUED and reasons == ["no node allows probes"], reasons
+    with cluster.app.app_context():  # the kind's name is the node feature its jobs need
+        assert db.session.get(Job, job_id).pending_reason_codes == [
+            {"code": "node_feature_missing", "params": {"feature": "probe", "partition": None}}]
     assert probe_kind.enforced >= 1 and probe_kind.started == []
 
     response = cluster.admin.put("/api/v1/admin/nodes/1", json={"allow_tensorboard": True})

@@ -15,20 +15,20 @@ GIB = 1024
 
 def node(name: str, cpu: int = 32, memory_gib: int = 256, gpus: int = 8, *, groups: int = 1,
          busy: tuple[int, ...] = (), labels: tuple[str, ...] = (), schedulable: bool = True,
-         tenants: tuple[str, ...] | None = None) -> NodeView:
+         tenants: tuple[str, ...] | None = None, features: tuple[str, ...] = ()) -> NodeView:
     """A node with `cpu` cores and `gpus` GPUs split evenly into `groups` topology groups."""
     per_group = max(1, gpus // groups)
     return NodeView(name, cpu * 1000, memory_gib * GIB,
                     tuple(GpuView(i, group=i // per_group, busy=i in busy) for i in range(gpus)),
-                    frozenset(labels), schedulable, None if tenants is None else frozenset(tenants))
+                    frozenset(labels), schedulable, None if tenants is None else frozenset(tenants), frozenset(features))
 
 
 def job(job_id: int, *, gpu: int = 0, cpu: int = 1, memory_gib: int = 1, tenant: str = "t",
         submit: float | None = None, priority: int = 0, limit: float | None = None, nodes: int = 1,
-        partition: str | None = None) -> JobRequest:
+        partition: str | None = None, needs: tuple[str, ...] = ()) -> JobRequest:
     """A queued job; submit time defaults to its id so ids give the submit order."""
     return JobRequest(job_id, tenant, float(job_id) if submit is None else submit, cpu * 1000, memory_gib * GIB,
-                      gpu, partition, priority, limit, nodes)
+                      gpu, partition, priority, limit, nodes, frozenset(needs))
 
 
 def running(job_id: int, *parts: AllocatedPart, tenant: str = "t", started: float = 0.0,

@@ -1,14 +1,19 @@
 """plan() on small clusters, table-driven with literal expected placements and reasons.
 
 Nodes default to 32 cores, 256 GiB and 8 GPUs (builders.node); `now` is 1000 unless a case says.
+Reasons are asserted as codes and params; a few cases also pin their words (reasons.render).
 """
 from __future__ import annotations
 
 import pytest
 
-from kqi.scheduler.model import Quota, Reservation
+from kqi.scheduler import model
+from kqi.scheduler.model import Quota, Reason, Reservation
 from kqi.scheduler.plan import plan
+from kqi.scheduler.reasons import render
 from tests.scheduler.builders import job, node, part, running, state
+
+R = Reason.of
 
 
 def placed(result):
@@ -19,6 +24,16 @@ def placed(result):
 def waiting(result):
     """{job_id: (position, reasons)}"""
     return {p.job_id: (p.position, p.reasons) for p in result.pending}
+
+
+def worded(result):
+    """{job_id: reasons in words}"""
+    return {p.job_id: tuple(render(r) for r in p.reasons) for p in result.pending}
+
+
+def short(nodes: int, idle: bool = False, code: str = model.INSUFFICIENT_GPUS) -> Reason:
+    """A per-node capacity reason: `code` on `nodes` nodes (even when idle)."""
+    return R(code, nodes=nodes, when_idle=idle)
 
 
 # a: idle; b: GPUs 0-5 used (2 free).
@@ -60,10 +75,45 @@ def test_constraints():
     # t's second job 2; job 4 holds the reservation on a, whose GPU job 1 has no time limit.
     assert placed(result) == {1: (("a", (0,)),), 3: (("b", tuple(range(8))),)}
     assert waiting(result) == {
-        2: (4, ("partition h100 has no nodes",)),
-        4: (3, ("node closed to tenant on 1 node", "node unschedulable on 1 node",
-                "insufficient gpus on 1 node", "reserved a (start unknown: running jobs there have no time limit)")),
+        2: (4, (R(model.PARTITION_EMPTY, partition="h100"),)),
+        4: (3, (R(model.TENANT_NOT_ALLOWED, nodes=1), R(model.NODE_UNSCHEDULABLE, nodes=1), short(1),
+                R(model.RESERVED, node_names=("a",), start_in_s=None))),
     }
+    # Equal counts are listed in their words' order: "node closed ..." before "node unschedulable".
+    assert worded(result) == {
+        2: ("partition h100 has no nodes",),
+        4: ("node closed to tenant on 1 node", "node unschedulable on 1 node",
+            "insufficient gpus on 1 node", "reserved a (start unknown: running jobs there have no time limit)"),
+    }
+
+
+def test_node_features_are_constraints_like_partitions():
+    # a allows notebooks, b does not, c (partition cpu) allows both kinds. A notebook in gpu can
+    # only go to a; a TensorBoard in gpu has no node at all; one anywhere goes to c.
+    nodes = [node("a", labels=("gpu",), features=("notebook",)), node("b", labels=("gpu",)),
+             node("c", labels=("cpu",), features=("notebook", "tensorboard"))]
+    queue = [job(1, partition="gpu", needs=("notebook",)), job(2, partition="gpu", needs=("tensorboard",)),
+             job(3, needs=("tensorboard",)), job(4, needs=("notebook", "tensorboard"), gpu=1000, submit=0.5),
+             job(5, needs=("tensorboard",), gpu=8000, partition="cpu")]
+    result = plan(state(nodes, queue, [running(9, part("c", tuple(range(8))))]))
+    assert placed(result) == {1: (("a", ()),), 3: (("c", ()),)}
+    # 4: only c has both, and all c's GPUs run job 9: it waits for c alone (one node counted).
+    # 5: likewise, c being the only cpu node with the feature. Both are blocked, so kqi reserves
+    # both, on c, whose running job has no time limit: start unknown.
+    assert waiting(result) == {
+        2: (3, (R(model.NODE_FEATURE_MISSING, feature="tensorboard", partition="gpu"),)),
+        4: (1, (short(1), R(model.RESERVED, node_names=("c",), start_in_s=None))),
+        5: (5, (short(1), R(model.RESERVED, node_names=("c",), start_in_s=None))),
+    }
+    assert worded(result)[2] == ("no node of partition gpu allows tensorboard",)
+    # The features no node has are named (without a partition, the words leave it out); when each
+    # is on some node but no node has them all, all of them are.
+    split = [node("a", labels=("gpu",), features=("notebook",)), node("d", labels=("gpu",), features=("tensorboard",))]
+    lonely = plan(state(split, [job(1, needs=("notebook", "ssh")), job(2, needs=("notebook", "tensorboard"))]))
+    assert waiting(lonely) == {1: (1, (R(model.NODE_FEATURE_MISSING, feature="ssh", partition=None),)),
+                               2: (2, (R(model.NODE_FEATURE_MISSING, feature="notebook", partition=None),
+                                       R(model.NODE_FEATURE_MISSING, feature="tensorboard", partition=None)))}
+    assert worded(lonely)[1] == ("no node allows ssh",)
 
 
 def test_quota_counts_running_and_this_plan():
@@ -73,14 +123,18 @@ def test_quota_counts_running_and_this_plan():
                     [running(9, part("a", (0, 1)))], quotas={"t": Quota(gpu_milli=4000)})
     result = plan(cluster)
     assert placed(result) == {1: (("a", (2,)),), 3: (("a", (3,)),)}
-    assert waiting(result) == {2: (2, ("tenant gpu quota 3/4 (job needs 2)",))}
+    assert waiting(result) == {2: (2, (R(model.QUOTA, resource="gpu_milli", used=3000, limit=4000, asked=2000),))}
+    assert worded(result) == {2: ("tenant gpu quota 3/4 (job needs 2)",)}
 
 
 def test_quota_cpu_and_memory_units():
     cluster = state([node("a")], [job(1, cpu=12, memory_gib=100)],
                     quotas={"t": Quota(cpu_milli=8000, memory_mib=64 * 1024)})
-    assert waiting(plan(cluster)) == {1: (1, ("tenant cpu quota 0/8 cores (job needs 12)",
-                                              "tenant memory quota 0/64 GiB (job needs 100)"))}
+    result = plan(cluster)
+    assert waiting(result) == {1: (1, (R(model.QUOTA, resource="cpu_milli", used=0, limit=8000, asked=12000),
+                                       R(model.QUOTA, resource="memory_mib", used=0, limit=64 * 1024, asked=100 * 1024)))}
+    assert worded(result) == {1: ("tenant cpu quota 0/8 cores (job needs 12)",
+                                  "tenant memory quota 0/64 GiB (job needs 100)")}
 
 
 def test_gang_all_parts_on_distinct_nodes_in_rank_order():
@@ -96,18 +150,18 @@ def test_gang_none_when_one_part_short():
                     [running(9, part("a", tuple(range(8)), cpu=0, memory_gib=0))])
     result = plan(cluster, "fifo")
     assert placed(result) == {}
-    assert waiting(result) == {1: (1, ("insufficient gpus on 1 node", "gang of 3 parts fits on only 2 nodes"))}
+    assert waiting(result) == {1: (1, (short(1), R(model.GANG_SHORT, parts=3, nodes=2, when_idle=False)))}
+    assert worded(result) == {1: ("insufficient gpus on 1 node", "gang of 3 parts fits on only 2 nodes")}
 
 
 @pytest.mark.parametrize("policy, job_2_reasons", [
     # backfill tries job 2 before job 3 (submit order): it fits now only on a, where it would
     # leave 6 < 8 GPUs at 100, so it waits behind the reservation.
-    ("backfill", ("insufficient gpus on 1 node", "waiting behind reservation for job 1")),
+    ("backfill", (short(1), R(model.DELAYS_RESERVATION, job=1, nodes=1))),
     # kqi keeps two reservations: job 2 is the second blocked job in its order, so it is reserved
     # too. a is held by job 1 from now until 100 + no limit = forever, so job 2 can only be
     # reserved on b, where the running job has no limit: start unknown (no Reservation returned).
-    ("kqi", ("insufficient gpus on 1 node", "waiting behind reservation for job 1",
-             "reserved b (start unknown: running jobs there have no time limit)")),
+    ("kqi", (short(1), R(model.DELAYS_RESERVATION, job=1, nodes=1), R(model.RESERVED, node_names=("b",), start_in_s=None))),
 ])
 def test_easy_backfill_protects_the_reservation(policy, job_2_reasons):
     # now = 10. a: 6 GPUs held until 0 + 100 = 100; b: 8 GPUs held with no time limit.
@@ -123,10 +177,12 @@ def test_easy_backfill_protects_the_reservation(policy, job_2_reasons):
     assert placed(result) == {3: (("a", (6, 7)),)}
     assert result.reservations == (Reservation(1, 100, ("a",)),)
     assert waiting(result) == {
-        1: (1, ("insufficient gpus on 2 nodes", "reserved a to start in 90 s")),
+        1: (1, (short(2), R(model.RESERVED, node_names=("a",), start_in_s=90.0))),
         2: (2, job_2_reasons),
-        4: (4, ("insufficient gpus on 2 nodes",)),
+        4: (4, (short(2),)),
     }
+    assert worded(result)[1] == ("insufficient gpus on 2 nodes", "reserved a to start in 90 s")
+    assert worded(result)[2][1] == "waiting behind reservation for job 1"
 
 
 @pytest.mark.parametrize("policy, placements, reservations, job_3_reasons", [
@@ -137,7 +193,7 @@ def test_easy_backfill_protects_the_reservation(policy, job_2_reasons):
     # held there until 100 + 500 = 600. Job 2: a at 100 holds job 1 (8 GPUs), b frees its 6 at
     # 200 -> reserved b at 200. Job 3 would leave 8 - 2 = 6 < 8 GPUs at 100 on a and at 200 on b.
     ("kqi", {}, (Reservation(1, 100, ("a",)), Reservation(2, 200, ("b",))),
-     (3, ("waiting behind reservation for job 1",))),
+     (3, (R(model.DELAYS_RESERVATION, job=1, nodes=2),))),
 ])
 def test_second_reservation_keeps_a_long_job_from_pushing_the_next_wide_job(
         policy, placements, reservations, job_3_reasons):
@@ -153,8 +209,9 @@ def test_second_reservation_keeps_a_long_job_from_pushing_the_next_wide_job(
     assert result.reservations == reservations
     if job_3_reasons:
         assert waiting(result)[3] == job_3_reasons
+        assert waiting(result)[2] == (2, (short(2), R(model.RESERVED, node_names=("b",), start_in_s=190.0)))
         # 190 s is shown in whole minutes: 190 / 60 = 3.2 -> "3 min".
-        assert waiting(result)[2] == (2, ("insufficient gpus on 2 nodes", "reserved b to start in 3 min"))
+        assert worded(result)[2] == ("insufficient gpus on 2 nodes", "reserved b to start in 3 min")
 
 
 def test_backfill_beside_reservation_uses_what_it_does_not_need():
@@ -171,14 +228,15 @@ def test_backfill_beside_reservation_uses_what_it_does_not_need():
 def test_strict_policies_stop_at_first_blocked_job():
     cluster = state([node("a")], [job(1, gpu=8000), job(2, gpu=1000)], [running(9, part("a", (0,)))])
     for policy in ("fifo", "spread"):
-        assert waiting(plan(cluster, policy))[2] == (2, ("waiting behind job 1 (strict order)",))
+        assert waiting(plan(cluster, policy))[2] == (2, (R(model.BLOCKED_BEHIND, job=1),))
 
 
 def test_job_that_never_fits_blocks_nobody():
     # 64 cores on 32-core nodes can never start, so even fifo goes on to job 2.
     result = plan(state([node("a")], [job(1, cpu=64), job(2, gpu=1000)]), "fifo")
     assert placed(result) == {2: (("a", (0,)),)}
-    assert waiting(result) == {1: (1, ("insufficient cpu on 1 node even when idle",))}
+    assert waiting(result) == {1: (1, (short(1, idle=True, code=model.INSUFFICIENT_CPU),))}
+    assert worded(result) == {1: ("insufficient cpu on 1 node even when idle",)}
 
 
 def test_order_priority_fair_share_aging():
@@ -213,11 +271,11 @@ def test_unknown_policy():
     # Job 3's limit 1,000,000 >= 1.5 x 62,606 = 93,909: it would run long after the rest is done.
     # Waited 40,000 - 0 = 40,000 >= 0.5 x 62,606 = 31,303: it goes first, beside both
     # reservations on b (b is not reserved), and takes b's last GPU; job 4 waits.
-    (0.0, {3: (("b", (7,)),)}, {4: (4, ("insufficient gpus on 2 nodes",))}),
+    (0.0, {3: (("b", (7,)),)}, {4: (4, (short(2),))}),
     # Waited only 40,000 - 20,000 = 20,000 < 31,303: plain response ratio decides, job 4's
     # (100 + 100) / 100 = 2 beats job 3's (20,000 + 1,000,000) / 1,000,000 = 1.02.
     # Job 4 ends 40,100 <= 41,000, before both reservations: it takes b's GPU 7.
-    (20_000.0, {4: (("b", (7,)),)}, {3: (3, ("insufficient gpus on 2 nodes",))}),
+    (20_000.0, {4: (("b", (7,)),)}, {3: (3, (short(2),))}),
 ])
 def test_kqi_starts_the_makespan_setting_long_job_first_behind_the_reservations(job_3_submit, placements, waits):
     # now = 40,000. a: GPUs 0-7 until 39,000 + 2,000 = 41,000; b: GPUs 0-6 until 42,000.

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kqi.scheduler.model import (
+    CODES,
     WHOLE_GPU,
     ClusterState,
     GpuView,
@@ -16,6 +17,7 @@ from kqi.scheduler.model import (
     RunningJob,
 )
 from kqi.scheduler.plan import POLICIES, plan
+from kqi.scheduler.reasons import render
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TENANTS = ("a", "b", "c")
@@ -34,7 +36,8 @@ def nodes(draw):
             tuple(GpuView(g, group=g * groups // gpus, busy=g in busy) for g in range(gpus)),
             frozenset(draw(st.sets(st.sampled_from(("p1", "p2")), max_size=1))),
             draw(st.booleans()) or draw(st.booleans()),
-            draw(st.one_of(st.none(), st.frozensets(st.sampled_from(TENANTS), min_size=1)))))
+            draw(st.one_of(st.none(), st.frozensets(st.sampled_from(TENANTS), min_size=1))),
+            draw(st.frozensets(st.sampled_from(("f1", "f2"))))))
     return tuple(out)
 
 
@@ -47,7 +50,8 @@ def jobs(draw, first_id, count, now):
             job_id, draw(st.sampled_from(TENANTS)), draw(st.floats(0, now)), draw(st.sampled_from((500, 2000, 8000))),
             draw(st.sampled_from((1024, 4096, 16384))), gpu, draw(st.sampled_from((None, None, "p1", "p3"))),
             draw(st.integers(0, 2)), draw(st.sampled_from((None, 50.0, 200.0, 1000.0))),
-            draw(st.sampled_from((1, 1, 1, 2)))))
+            draw(st.sampled_from((1, 1, 1, 2))),
+            draw(st.sampled_from((frozenset(), frozenset(), frozenset(), frozenset({"f1"}), frozenset({"f1", "f2"}))))))
     return tuple(out)
 
 
@@ -105,6 +109,7 @@ def test_resources_never_over_allocated(state, policy):
             view = views[part.node]
             assert view.schedulable and (view.tenants is None or job.tenant in view.tenants)
             assert job.partition is None or job.partition in view.labels
+            assert job.needs <= view.features
             assert (part.cpu_milli, part.memory_mib, part.gpu_milli) == (job.cpu_milli, job.memory_mib, job.gpu_milli)
             busy = {g.index for g in view.gpus if g.busy}
             assert not busy & set(part.gpu_indices)
@@ -126,6 +131,9 @@ def test_every_job_accounted_once_with_positions(state, policy):
     pending = [p.job_id for p in result.pending]
     assert sorted(placed + pending) == sorted(j.job_id for j in state.queue)
     assert all(p.reasons for p in result.pending)
+    for reason in (r for p in result.pending for r in p.reasons):  # each code with its params, in words
+        assert tuple(name for name, _ in reason.params) == CODES[reason.code], reason
+        assert render(reason)
     positions = [p.position for p in result.pending]
     assert len(set(positions)) == len(positions) and all(1 <= p <= len(state.queue) for p in positions)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-CORE = ("plan.py", "fit.py", "order.py", "model.py")
+CORE = ("plan.py", "fit.py", "order.py", "model.py", "reasons.py")
 ALLOWED = {"__future__", "collections", "collections.abc", "dataclasses", "heapq", "math", "typing", "kqi.scheduler.fit",
            "kqi.scheduler.model", "kqi.scheduler.order", "kqi.resources"}
 FORBIDDEN_NAMES = {"now", "utcnow", "today", "time", "perf_counter", "monotonic", "random", "getenv"}

@@ -6,7 +6,16 @@ from flask import g, jsonify
 from kqi.extensions import db
 from kqi.scheduler import availability
 from kqi.views.api import blueprint, json_body
-from kqi.views.api.openapi import NULLABLE_INTEGER, NULLABLE_NUMBER, NULLABLE_STRING, body, obj, ok, op
+from kqi.views.api.openapi import (
+    NULLABLE_INTEGER,
+    NULLABLE_NUMBER,
+    NULLABLE_STRING,
+    REASON_CODES,
+    body,
+    obj,
+    ok,
+    op,
+)
 from kqi.views.api.training import SUBMIT
 
 
@@ -25,6 +34,7 @@ ESTIMATE = obj({
     "gpu_indices": {"type": "array", "items": {"type": "integer"}},
     "queue_position": NULLABLE_INTEGER,
     "reasons": {"type": "array", "items": {"type": "string"}},
+    "reason_codes": REASON_CODES,
     "partitions": {"type": "array", "items": {"type": "string"}},
     "free": {"type": "array", "items": obj({
         "node": {"type": "string"}, "schedulable": {"type": "boolean"},

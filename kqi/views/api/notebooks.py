@@ -17,6 +17,7 @@ from kqi.views.api.openapi import (
     NULLABLE_NUMBER,
     NULLABLE_STRING,
     PAGING,
+    REASON_CODES,
     body,
     obj,
     ok,
@@ -109,7 +110,7 @@ RUN = {
     "user": {"type": "string"}, "image": {"type": "string"}, "cpu": {"type": "number"},
     "memory_gb": {"type": "number"}, "gpu": {"type": "number"}, "status": {"type": "string", "enum": STATUSES},
     "reason": NULLABLE_STRING, "node": NULLABLE_STRING, "pending_reasons": {"type": "array", "items": {"type": "string"}},
-    "queue_position": NULLABLE_INTEGER, "halt_requested": {"type": "boolean"}, "created_at": NULLABLE_STRING,
+    "pending_reason_codes": REASON_CODES, "queue_position": NULLABLE_INTEGER, "halt_requested": {"type": "boolean"}, "created_at": NULLABLE_STRING,
     "started_at": NULLABLE_STRING, "completed_at": NULLABLE_STRING,
 }
 NOTEBOOK = obj({

@@ -12,10 +12,13 @@ from typing import Any
 
 from flask import current_app, jsonify
 
+from kqi.scheduler.model import CODES
 from kqi.views import api
 from kqi.views.api import PUBLIC, blueprint
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+REASON_CODES = {"type": "array", "items": {"$ref": "#/components/schemas/Reason"},
+                "description": "why the job waits, as data: the same reasons as the words beside them, in order"}
 COMPONENTS = {
     "schemas": {
         "Error": {
@@ -24,6 +27,18 @@ COMPONENTS = {
                 "type": "object", "required": ["code", "message", "field"], "additionalProperties": False,
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                                "field": {"type": ["string", "null"]}}}},
+        },
+        "Reason": {
+            "type": "object", "required": ["code", "params"], "additionalProperties": False,
+            "description": "One reason a job waits. Params by code: " + "; ".join(
+                f"{code}: {', '.join(names) or '(none)'}" for code, names in CODES.items())
+            + ". Counts of nodes are over the nodes of the job's partition; when_idle: even with nothing running"
+              " there; resources (quota's resource) are cpu_milli, memory_mib or gpu_milli, in those units;"
+              " start_in_s: seconds from the scheduler's pass that wrote it, null when unknown.",
+            "properties": {"code": {"type": "string", "enum": list(CODES)},
+                           "params": {"type": "object",
+                                      "additionalProperties": {"type": ["string", "number", "boolean", "null",
+                                                                        "array"]}}},
         },
     },
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",

@@ -21,6 +21,7 @@ from kqi.views.api.openapi import (
     NULLABLE_NUMBER,
     NULLABLE_STRING,
     PAGING,
+    REASON_CODES,
     body,
     obj,
     ok,
@@ -143,7 +144,7 @@ JOB = obj({
     "parts": {"type": "array", "items": obj({"rank": {"type": "integer"}, "node": {"type": "string"},
                                               "gpu_indices": {"type": "array", "items": {"type": "integer"}}})},
     "queue_position": NULLABLE_INTEGER, "pending_reasons": {"type": "array", "items": {"type": "string"}},
-    "halt_requested": {"type": "boolean"}, "created_at": NULLABLE_STRING, "started_at": NULLABLE_STRING,
+    "pending_reason_codes": REASON_CODES, "halt_requested": {"type": "boolean"}, "created_at": NULLABLE_STRING, "started_at": NULLABLE_STRING,
     "completed_at": NULLABLE_STRING, "value": {**NULLABLE_NUMBER, "description": "/kqi/output/value.txt, read at the end"},
     "tags": {"type": "array", "items": {"type": "string"}}, "favorite": {"type": "boolean"},
 }, required=["id", "name", "status"])
