@@ -6,13 +6,13 @@ from __future__ import annotations
 import io
 import random
 import struct
-import tarfile
 import zipfile
 
 import pytest
 
 from kqi.backends.docker.exec_stream import payloads
 from kqi.jobs.files import PIECE, JobFiles, SizeLimit, keep_end
+from tests.infra.test_infra import _tar
 
 
 def _frames(payload_sizes, rng) -> tuple[bytes, bytes]:
@@ -86,16 +86,6 @@ def test_a_log_past_its_limit_keeps_its_start_and_says_how_much_was_dropped(tmp_
     dropped = files.write_log(iter(pieces), rank=1, limit=limit)
     assert dropped == sum(map(len, pieces)) - len(kept)
     assert files.log_path(1).read_bytes() == kept + tail.replace(b"LIMIT", str(limit).encode())
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def test_output_files_that_do_not_fit_under_the_limit_are_left_out_and_counted(tmp_path):
