@@ -124,6 +124,19 @@ def test_audit_log_records_who_did_what_and_never_a_secret(app, factory):
         assert secret not in stored
 
 
+def test_log_and_output_limits_are_site_settings_with_defaults_and_checks(app, factory):
+    """What they do to a job: tests/test_streams_on_engines.py."""
+    admin = factory.api(admin=True, role=Role.ADMIN)
+    settings = admin.get("/api/v1/admin/settings").get_json()
+    assert settings["max_log_gb"] == 10 and settings["max_output_gb"] == 50
+    for bad in (0, -1, "lots", 10**6, True):
+        answer = admin.put("/api/v1/admin/settings", json={"max_log_gb": bad})
+        assert answer.status_code == 400 and answer.get_json()["error"]["field"] == "max_log_gb", bad
+    assert admin.put("/api/v1/admin/settings", json={"max_output_gb": 0.5}).get_json()["max_output_gb"] == 0.5
+    assert factory.api().put("/api/v1/admin/settings", json={"max_output_gb": 1}).status_code == 403
+    assert admin.get("/api/v1/admin/settings").get_json() == {**settings, "max_output_gb": 0.5}
+
+
 def test_site_settings_proxies_reach_every_container(app, factory):
     admin = factory.api(admin=True, role=Role.ADMIN)
     settings = admin.get("/api/v1/admin/settings").get_json()

@@ -73,6 +73,11 @@ def test_settings_page_shows_inline_errors(sqlite_app, admin):
     assert bad.status_code == 422 and "without spaces" in bad.get_data(as_text=True)
     assert post(admin, "/admin/settings", http_proxy="http://proxy:3128").status_code == 303
     assert 'value="http://proxy:3128"' in admin.get("/admin/settings").get_data(as_text=True)
+    bad = post(admin, "/admin/settings", max_log_gb="0", max_output_gb="50")
+    assert bad.status_code == 422 and "max_log_gb must be at least 0.001" in bad.get_data(as_text=True)
+    assert post(admin, "/admin/settings", max_log_gb="2.5", max_output_gb="100").status_code == 303
+    page = admin.get("/admin/settings").get_data(as_text=True)
+    assert 'name="max_log_gb" value="2.5"' in page and 'name="max_output_gb" value="100"' in page
 
 
 def test_monitor_kill_usage_chart_csv_and_audit_pages(sqlite_app, admin):

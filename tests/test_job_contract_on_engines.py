@@ -269,8 +269,8 @@ def test_archive_members_that_escape_are_refused(tmp_path):
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         archive.addfile(link)
     files = JobFiles(tmp_path / "instance", 7)
-    refused = files.store_output([buffer.getvalue()], "output")
-    assert sorted(refused) == ["/abs.txt", "output/../../escape.txt", "output/../output2/x.txt", "output/evil-link"]
+    stored = files.store_output([buffer.getvalue()], "output")
+    assert sorted(stored.unsafe.names) == ["/abs.txt", "output/../../escape.txt", "output/../output2/x.txt", "output/evil-link"]
     assert [f.path for f in files.list_output()] == ["ok.txt"]
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "instance" / "escape.txt").exists()
 

@@ -1,5 +1,5 @@
 """Site settings an administrator changes at run time: proxies for containers, the notebook image,
-default resources, the SMTP relay for job-end e-mail. Stored one row per key; absent keys keep
+default resources, how much log and output a job may leave, the SMTP relay for job-end e-mail. Stored one row per key; absent keys keep
 their defaults."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ EMAIL = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,190}$")
 # A proxy value is one line without spaces (it goes into every container's environment).
 PROXY = re.compile(r"^[^\s]*$")
 PROXY_KEYS = ("http_proxy", "https_proxy", "no_proxy")
+MIN_KEPT_GB, MAX_KEPT_GB = 0.001, 100_000  # max_log_gb and max_output_gb: a megabyte to 100 TB
 
 DEFAULTS: dict[str, Any] = {
     "http_proxy": "",
@@ -34,6 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "default_cpu": 1,
     "default_memory_gb": 1,
     "default_gpu": 0,
+    # What one job may leave on the server's disk: each log (one per rank) and its kept /kqi/output.
+    # Past them the job runs on; the excess is dropped, and its log, provenance and reason say so.
+    "max_log_gb": 10,
+    "max_output_gb": 50,
     "smtp_host": "",  # empty: no e-mail is sent
     "smtp_port": 25,
     "smtp_from": "kqi@localhost",
@@ -59,6 +64,8 @@ def _validate(body: dict, key: str) -> Any:
         return v.number(body, key, required=True, minimum=0.008, maximum=v.MAX_MEMORY_GB)
     if key == "default_gpu":
         return v.number(body, key, required=True, minimum=0, maximum=v.MAX_GPU)
+    if key in ("max_log_gb", "max_output_gb"):
+        return v.number(body, key, required=True, minimum=MIN_KEPT_GB, maximum=MAX_KEPT_GB)
     if key == "smtp_host":
         return v.text(body, key, max_len=253, pattern=HOST, rule="a host name or address")
     if key == "smtp_port":

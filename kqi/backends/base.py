@@ -138,7 +138,9 @@ class NodeDriver(Protocol):
 
     def containers(self, site: str) -> list[ContainerState]: ...
 
-    def logs(self, container_id: str, tail: int | None = None) -> bytes: ...
+    def logs(self, container_id: str, tail: int | None = None) -> Iterator[bytes]:
+        """stdout and stderr so far (not followed; `tail`: only the last lines), in pieces of bounded
+        size, so a log of any length passes through in little memory. Read it to the end or close it."""
 
     def archive(self, container_id: str, path: str) -> Iterator[bytes]: ...
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-import tempfile
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
@@ -21,7 +19,7 @@ from kqi import validation as v
 from kqi.accounts.auth import Principal
 from kqi.errors import Conflict, ServiceError
 from kqi.jobs import sources as job_sources
-from kqi.jobs.files import JobFiles
+from kqi.jobs.files import JobFiles, Streamed, reader
 from kqi.models import Job, JobStatus, User
 from kqi.models.runs import JobEvent, JobFavorite, JobTag
 
@@ -178,20 +176,12 @@ def read_value(instance: Path, job_id: int) -> float | None:
 
 
 
-def output_zip(instance: Path, job: Job) -> IO[bytes]:
-    """The kept /kqi/output of an ended job as one zip, in a temporary file (rewound) for the caller
-    to stream: the API's output.zip and the run page's link."""
+def output_zip(instance: Path, job: Job) -> Streamed:
+    """The kept /kqi/output of an ended job as one zip, made as it is sent: the API's output.zip
+    and the run page's link."""
     if not job.status.finished:
         raise Conflict(f"job {job.id} is {job.status.value}: the zip is made from the kept output once it ends")
-    files = JobFiles(instance, job.id)
-    spool = tempfile.TemporaryFile(dir=instance)  # noqa: SIM115  (the caller streams it, then it closes)
-    with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as archive:
-        for f in files.list_output():
-            path = files.output_path(f.path)
-            if path is not None:
-                archive.write(path, f.path)
-    spool.seek(0)
-    return spool
+    return Streamed(reader(JobFiles(instance, job.id).zip_output()))
 
 
 def as_dict(job: Job, tags: list[str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +35,18 @@ from kqi.errors import ServiceError
 from kqi.jobs import history as runs
 from kqi.jobs import lifecycle as jobs
 from kqi.jobs import sources as job_sources
-from kqi.jobs.files import JobFiles, OutputFile, kqi_folders_archive, list_archive, read_from_archive
+from kqi.jobs.files import (
+    JobFiles,
+    OutputFile,
+    SizeLimit,
+    StoredOutput,
+    Streamed,
+    keep_end,
+    kqi_folders_archive,
+    list_archive,
+    open_from_archive,
+    reader,
+)
 from kqi.jobs.kinds import kind_of
 from kqi.models import Job, JobPart, JobStatus, Node, utcnow
 
@@ -42,6 +54,8 @@ log = logging.getLogger(__name__)
 OUTPUT_DIR = "/kqi/output"
 OUTPUT_PREFIX = "output"  # how the engine names /kqi/output's members in an archive of it
 GANG_PORT_BASE, GANG_PORT_SPAN = 20000, 20000  # MASTER_PORT = base + job id mod span
+LOG_VIEW_BYTES = 2 << 20  # the most of a log's end a page shows
+LOG_VIEW_LINES = 20_000  # the lines of a page's "whole log" (the download has all of it)
 
 
 @dataclass(frozen=True)
@@ -223,24 +237,27 @@ class _NodeStates:
         return [self.by_part.get((job.id, part.rank)) for part in job.parts]
 
 
-def _collect(ctx: RunContext, job: Job, states: list[ContainerState]) -> list[str]:
-    """Keep the logs (every rank) and rank 0's /kqi/output; return the output entries refused
-    (unsafe or not allowed names). The containers stay until the job's end is committed."""
+def _collect(ctx: RunContext, job: Job, states: list[ContainerState], max_log: SizeLimit,
+             max_output: SizeLimit) -> tuple[StoredOutput, list[str]]:
+    """Keep the logs (every rank, each cut at `max_log`) and rank 0's /kqi/output (up to
+    `max_output`), streamed to disk; return what the output left out and what the job's reason
+    must add (empty: nothing). The containers stay until the job's end is committed."""
     files = JobFiles(ctx.instance, job.id)
-    refused = []
+    stored, log_cut = StoredOutput(), False
     for part, state in zip(job.parts, states):
         driver = ctx.driver(part.node)
-        files.write_log(driver.logs(state.container_id), rank=part.rank)
+        log_cut |= files.write_log(driver.logs(state.container_id), rank=part.rank, limit=max_log) > 0
         if part.rank == 0:
-            refused = files.store_output(driver.archive(state.container_id, OUTPUT_DIR), OUTPUT_PREFIX)
-            if refused:
-                log.warning("job %s: refused %d output entries: %s", job.id, len(refused), refused[:5])
-    return refused
+            stored = files.store_output(driver.archive(state.container_id, OUTPUT_DIR), OUTPUT_PREFIX, max_output)
+            if stored.unsafe.count:
+                log.warning("job %s: refused %d output entries: %s", job.id, stored.unsafe.count, stored.unsafe.names[:5])
+    return stored, [f"log cut at {max_log}" if log_cut else "", stored.cut_note()]
 
 
 def _finish(session: Session, ctx: RunContext, nodes: _NodeStates, job: Job, states: list[ContainerState],
             decided: tuple[JobStatus, str, int | None] | None) -> bool:
     """Stop what still runs, collect, end the job. False when a node failed midway (retried)."""
+    limits = site_settings.current(session)
     try:
         if any(s.running for s in states):
             for part, state in zip(job.parts, states):
@@ -248,12 +265,13 @@ def _finish(session: Session, ctx: RunContext, nodes: _NodeStates, job: Job, sta
                     ctx.driver(part.node).stop(state.container_id, ctx.stop_grace_s)
             states = nodes.refresh(job)
         status, reason, exit_code = decided or _outcome(states) or (JobStatus.KILLED, "stopped", None)
-        refused = _collect(ctx, job, states)
+        stored, notes = _collect(ctx, job, states, SizeLimit(limits["max_log_gb"]), SizeLimit(limits["max_output_gb"]))
     except NodeError as exc:
         log.warning("finishing job %s failed, will retry: %s", job.id, exc)
         return False
-    job_sources.record_refused_outputs(session, job, refused)
+    job_sources.record_refused_outputs(session, job, stored)
     status, reason = kind_of(job.kind).on_collected(session, ctx.settings, job, status, reason)
+    reason = "; ".join(part for part in (reason, *notes) if part)
     jobs.transition(session, job.id, JobStatus.RUNNING, status, exit_code=exit_code, reason=reason,
                     value=runs.read_value(ctx.instance, job.id))  # /kqi/output/value.txt, as collected
     session.commit()
@@ -328,15 +346,31 @@ def _master(job: Job) -> JobPart | None:
     return None
 
 
-def read_log(ctx: RunContext, job: Job, tail: int | None = None) -> bytes:
+def read_log(ctx: RunContext, job: Job, tail: int) -> bytes:
+    """The log's last `tail` lines, at most LOG_VIEW_BYTES of them (a page shows them): asked of
+    the engine with its own tail while the job runs, read from the end of the stored file after."""
     master = _master(job)
     if master is not None:
         try:
-            return ctx.driver(master.node).logs(master.container_id, tail=tail)
+            pieces = ctx.driver(master.node).logs(master.container_id, tail=tail)
+            with closing(pieces):
+                return keep_end(pieces, tail, LOG_VIEW_BYTES)
         except NodeError:
             pass  # ended meanwhile: the stored log is being written
-    data = JobFiles(ctx.instance, job.id).read_log() or b""
-    return b"\n".join(data.splitlines()[-tail:]) if tail else data
+    return JobFiles(ctx.instance, job.id).log_end(tail, LOG_VIEW_BYTES)
+
+
+def stream_log(ctx: RunContext, job: Job) -> Streamed | Path | None:
+    """The whole log to send: the engine's, read as it is sent, while the job runs; the stored file
+    after (None when there is none yet)."""
+    master = _master(job)
+    if master is not None:
+        try:
+            return Streamed(reader(ctx.driver(master.node).logs(master.container_id)))
+        except NodeError:
+            pass
+    path = JobFiles(ctx.instance, job.id).log
+    return path if path.is_file() else None
 
 
 def output_files(ctx: RunContext, job: Job) -> list[OutputFile]:
@@ -349,12 +383,13 @@ def output_files(ctx: RunContext, job: Job) -> list[OutputFile]:
     return JobFiles(ctx.instance, job.id).list_output()
 
 
-def output_file(ctx: RunContext, job: Job, path: str) -> bytes | Path | None:
-    """The file's bytes while the job runs, its stored path after; None when there is no such file."""
+def output_file(ctx: RunContext, job: Job, path: str) -> Streamed | Path | None:
+    """The file read out of the engine's archive as it is sent while the job runs; its stored path
+    after; None when there is no such file."""
     master = _master(job)
     if master is not None:
         try:
-            return read_from_archive(ctx.driver(master.node).archive(master.container_id, OUTPUT_DIR), OUTPUT_PREFIX, path)
+            return open_from_archive(ctx.driver(master.node).archive(master.container_id, OUTPUT_DIR), OUTPUT_PREFIX, path)
         except NodeError:
             pass
     return JobFiles(ctx.instance, job.id).output_path(path)

@@ -27,7 +27,7 @@ from kqi.data import datasets, gitsource, registries
 from kqi.data.blobs import BlobStore
 from kqi.data.items import file_name
 from kqi.errors import Conflict, ServiceError
-from kqi.jobs.files import OUTPUT_NAME_RULE, JobFiles
+from kqi.jobs.files import OUTPUT_NAME_RULE, JobFiles, StoredOutput
 from kqi.models import Job
 from kqi.models.data import Dataset, JobAttachment, JobParent, JobSource
 
@@ -255,15 +255,25 @@ def record_provenance(session: Session, job: Job, env: dict[str, str], image: di
     }
 
 
-def record_refused_outputs(session: Session, job: Job, refused: list[str]) -> None:
-    if not refused:
+def record_refused_outputs(session: Session, job: Job, stored: StoredOutput) -> None:
+    """The output entries collection left out, in the job's provenance: `refused_outputs` (names or
+    types not allowed) and `outputs_over_limit` (files past the site's max_output_gb)."""
+    found = {}
+    if stored.unsafe.count:
+        found["refused_outputs"] = {
+            "message": f"{stored.unsafe.count} output entries were not kept: names may only use {OUTPUT_NAME_RULE}, "
+                       "and only files and folders inside /kqi/output are taken",
+            "names": stored.unsafe.names}
+    if stored.over_limit.count:
+        found["outputs_over_limit"] = {
+            "message": f"{stored.over_limit.count} output files ({stored.over_limit.size} bytes) were not kept: "
+                       f"a job keeps at most {stored.limit} of output (max_output_gb)",
+            "names": stored.over_limit.names}
+    if not found:
         return
     source = job.source or JobSource(job_id=job.id, provenance={})
     session.add(source)
-    source.provenance = {**(source.provenance or {}), "refused_outputs": {
-        "message": f"{len(refused)} output entries were not kept: names may only use {OUTPUT_NAME_RULE}, "
-                   "and only files and folders inside /kqi/output are taken",
-        "names": refused[:100]}}
+    source.provenance = {**(source.provenance or {}), **found}
 
 
 def as_dict(job: Job, parent_ids: list[int] | None = None) -> dict[str, Any]:

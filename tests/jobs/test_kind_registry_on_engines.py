@@ -80,4 +80,4 @@ def test_a_registered_kind_is_placed_adapted_started_and_collected_through_its_h
     status, _, reason = wait_for(lambda: job()[0].finished and job(), timeout=60, tick=cluster.scheduler.tick)
     assert status == JobStatus.COMPLETED and reason == "probe collected with status Completed"
     assert probe_kind.started == [job_id]
-    assert b"probe=adapted" in JobFiles(cluster.app.instance_path, job_id).read_log()
+    assert b"probe=adapted" in JobFiles(cluster.app.instance_path, job_id).log.read_bytes()

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import docker
 import paramiko
+import urllib3
 from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from requests.exceptions import RequestException
@@ -26,13 +27,16 @@ from kqi.backends.base import (
     NodeError,
 )
 from kqi.backends.docker import shipping
-from kqi.backends.docker.exec_stream import read_frames
+from kqi.backends.docker.exec_stream import payloads, read_frames
 from kqi.backends.docker.gpus import QUERY_APPS, QUERY_GPUS, parse_apps, parse_gpus
 from kqi.resources import MILLI
 
 _NANO = 1_000_000  # nano-CPUs per milli-core
 _MIB = 1024 * 1024  # bytes
-_TRANSPORT_ERRORS = (DockerException, RequestException, OSError, paramiko.SSHException, EOFError)
+LOG_PIECE = 1 << 16  # bytes a log is read and handed on in
+# urllib3's own errors: what reading an engine's answer directly (a log) raises when the node goes away
+_TRANSPORT_ERRORS = (DockerException, RequestException, urllib3.exceptions.HTTPError, OSError,
+                     paramiko.SSHException, EOFError)
 
 
 def _gpu_request(spec: ContainerSpec):
@@ -190,8 +194,41 @@ class DockerEngineDriver:
             ))
         return states
 
-    def logs(self, container_id: str, tail: int | None = None) -> bytes:
-        return self._call(lambda c: c.api.logs(container_id, stdout=True, stderr=True, tail=tail if tail else "all"))
+    def logs(self, container_id: str, tail: int | None = None) -> Iterator[bytes]:
+        """The log as the engine has it now (not followed), in pieces of about 64 KiB. The request is
+        made here (a failure raises at once); the engine's answer stays open until the pieces are
+        read to the end or the iterator is closed. docker-py's own streaming reader is not used: it
+        takes the timeout off the socket, so a node that stops answering mid-log would hang the
+        reader for good, and it reads a whole frame at once, however long its header says it is."""
+        response, tty = self._call(self._open_logs, container_id, tail)
+        return self._log_pieces(response, tty)
+
+    @staticmethod
+    def _open_logs(client: docker.DockerClient, container_id: str, tail: int | None):
+        api = client.api
+        tty = bool(api.inspect_container(container_id)["Config"].get("Tty"))  # a TTY's log is not multiplexed
+        params = {"stdout": 1, "stderr": 1, "follow": 0, "timestamps": 0, "tail": tail if tail else "all"}
+        response = api._get(api._url("/containers/{0}/logs", container_id), params=params, stream=True)
+        try:
+            api._raise_for_status(response)
+        except APIError:
+            response.close()
+            raise
+        return response, tty
+
+    @staticmethod
+    def _log_pieces(response, tty: bool) -> Iterator[bytes]:
+        try:
+            read = response.raw.read
+            if tty:
+                while piece := read(LOG_PIECE):
+                    yield piece
+            else:
+                yield from payloads(read, LOG_PIECE)
+        except _TRANSPORT_ERRORS as exc:
+            raise NodeError(f"node unreachable: {exc}") from exc
+        finally:
+            response.close()
 
     def archive(self, container_id: str, path: str) -> Iterator[bytes]:
         stream, _stat = self._call(lambda c: c.api.get_archive(container_id, path))

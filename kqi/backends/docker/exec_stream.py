@@ -1,4 +1,5 @@
-"""Reading a `docker exec` with a deadline and an output cap (docker-py's own readers block without end).
+"""The engine's multiplexed streams: a `docker exec` read with a deadline and an output cap (docker-py's
+own readers block without end), and a container's log read in bounded pieces.
 
 The engine multiplexes stdout and stderr into frames (an 8-byte header: stream, 3 zero bytes, the
 length, big-endian). The socket is whatever the transport hijacked: a unix socket's SocketIO, a TLS
@@ -8,6 +9,7 @@ from __future__ import annotations
 import select
 import struct
 import time
+from collections.abc import Callable, Iterator
 
 _HEADER = struct.Struct(">BxxxL")
 
@@ -47,3 +49,33 @@ def read_frames(sock, deadline: float, limit: int) -> tuple[bytes, bool, bool]:
         if not chunk:
             return bytes(output), True, False
         raw += chunk
+
+
+def payloads(read: Callable[[int], bytes], size: int) -> Iterator[bytes]:
+    """The frames' payloads of a multiplexed stream, stdout and stderr interleaved as sent, joined
+    into pieces of about `size` bytes (never more than twice that). The stream is read `size` bytes
+    at a time whatever length a header claims, so memory stays bounded however long a frame or the
+    whole stream is."""
+    pending = b""  # the start of a header split across two reads
+    left = 0  # payload bytes of the current frame still to come
+    out = bytearray()
+    while block := read(size):
+        buffer = memoryview(pending + block)
+        pos, end = 0, len(buffer)
+        while pos < end:
+            if left:
+                take = min(left, end - pos)
+                out += buffer[pos:pos + take]
+                pos += take
+                left -= take
+                if len(out) >= size:
+                    yield bytes(out)
+                    out.clear()
+            elif end - pos >= _HEADER.size:
+                _stream, left = _HEADER.unpack_from(buffer, pos)
+                pos += _HEADER.size
+            else:
+                break
+        pending = bytes(buffer[pos:])
+    if out:
+        yield bytes(out)

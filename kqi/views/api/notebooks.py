@@ -1,16 +1,15 @@
 """Notebooks (/notebooks) and a run's TensorBoard (/training/<id>/tensorboard)."""
 from __future__ import annotations
 
-from flask import Response, g, jsonify, request, url_for
+from flask import g, jsonify, request, url_for
 
 from kqi.extensions import db
 from kqi.jobs import lifecycle as jobs
 from kqi.jobs import runner as job_runner
-from kqi.jobs.files import LOG_NAME
 from kqi.kinds import notebook as notebooks
 from kqi.kinds import tensorboard
 from kqi.validation import paging
-from kqi.views import sealer, settings
+from kqi.views import downloads, sealer, settings
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (
     NULLABLE_INTEGER,
@@ -76,8 +75,7 @@ def delete_notebook(job_id: int):
 @blueprint.get("/notebooks/<int:job_id>/log")
 def notebook_log(job_id: int):
     job = notebooks.get(db.session, g.principal, job_id)
-    return Response(job_runner.read_log(scheduler().run_context(), job), mimetype="text/plain",
-                    headers={"Content-Disposition": f'inline; filename="{LOG_NAME}"'})
+    return downloads.log(job_runner.stream_log(scheduler().run_context(), job))
 
 
 @blueprint.get("/training/<int:job_id>/tensorboard")

@@ -1,15 +1,14 @@
 """Preprocessing: definitions, runs on data items, history with live status and logs."""
 from __future__ import annotations
 
-from flask import Response, g, jsonify, request, url_for
+from flask import g, jsonify, request, url_for
 
 from kqi.extensions import db
 from kqi.jobs import lifecycle as jobs
 from kqi.jobs import runner as job_runner
-from kqi.jobs.files import LOG_NAME
 from kqi.kinds import preprocessing
 from kqi.validation import paging
-from kqi.views import sealer, settings
+from kqi.views import downloads, sealer, settings
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (
     NULLABLE_INTEGER,
@@ -104,8 +103,7 @@ def halt_preprocessing_history(preprocessing_id: int, run_id: int):
 @blueprint.get("/preprocessings/<int:preprocessing_id>/histories/<int:run_id>/log")
 def preprocessing_history_log(preprocessing_id: int, run_id: int):
     entry = preprocessing.get_run(db.session, g.principal, preprocessing_id, run_id)
-    return Response(job_runner.read_log(scheduler().run_context(), entry.job), mimetype="text/plain",
-                    headers={"Content-Disposition": f'inline; filename="{LOG_NAME}"'})
+    return downloads.log(job_runner.stream_log(scheduler().run_context(), entry.job))
 
 
 STATUSES = ["Queued", "Starting", "Running", "Completed", "Failed", "Killed", "UserCanceled", "Error"]

@@ -1,7 +1,7 @@
 """What a run was given and what came of it: attachments (/kqi/attach), lineage, output.zip."""
 from __future__ import annotations
 
-from flask import g, jsonify, request, send_file
+from flask import g, jsonify, request
 
 from kqi.backends.base import NodeError
 from kqi.data.uploads import body_chunks
@@ -12,7 +12,7 @@ from kqi.jobs import lifecycle as jobs
 from kqi.jobs import sources as job_sources
 from kqi.jobs.files import JobFiles
 from kqi.models import JobStatus
-from kqi.views import settings
+from kqi.views import downloads, settings
 from kqi.views.api import blueprint, scheduler
 from kqi.views.api.data import keep, store, upload_limit
 
@@ -56,9 +56,9 @@ def job_lineage(job_id: int):
 
 @blueprint.get("/training/<int:job_id>/output.zip")
 def output_zip(job_id: int):
-    """The kept /kqi/output as one zip (built on disk, streamed back)."""
-    spool = runs.output_zip(settings().instance_path, jobs.get(db.session, g.principal, job_id))
-    return send_file(spool, as_attachment=True, download_name="output.zip", mimetype="application/zip")
+    """The kept /kqi/output as one zip, made as it is sent."""
+    return downloads.send(runs.output_zip(settings().instance_path, jobs.get(db.session, g.principal, job_id)),
+                          "output.zip", "application/zip")
 
 
 _ERR = {"description": "error: {\"error\": {\"code\", \"message\", \"field\"}}"}

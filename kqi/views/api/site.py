@@ -98,7 +98,10 @@ def audit_log():
 SETTINGS_PROPS = {
     "http_proxy": {"type": "string"}, "https_proxy": {"type": "string"}, "no_proxy": {"type": "string"},
     "notebook_image": {"type": "string"}, "default_cpu": {"type": "number"}, "default_memory_gb": {"type": "number"},
-    "default_gpu": {"type": "number"}, "smtp_host": {"type": "string"}, "smtp_port": {"type": "integer"},
+    "default_gpu": {"type": "number"},
+    "max_log_gb": {"type": "number", "description": "each log a job leaves is cut there (default 10)"},
+    "max_output_gb": {"type": "number", "description": "a job's /kqi/output is kept up to this (default 50)"},
+    "smtp_host": {"type": "string"}, "smtp_port": {"type": "integer"},
     "smtp_from": {"type": "string"},
     "notebook_command": {"type": "string", "description": "argv template: {port} and {token} replaced, no shell"},
     "notebook_port": {"type": "integer"}, "tensorboard_image": {"type": "string"},
@@ -139,7 +142,8 @@ ADMIN = ["admin"]
 PATHS = {
     "/admin/settings": {
         "get": op("Site settings (administrators)", ok(obj(SETTINGS_PROPS)), tags=ADMIN),
-        "put": op("Change site settings: proxies for containers, notebook image, default resources, SMTP relay",
+        "put": op("Change site settings: proxies for containers, notebook image, default resources, log and "
+                  "output limits per job, SMTP relay",
                   ok(obj(SETTINGS_PROPS)), tags=ADMIN, request=body(obj(SETTINGS_PROPS, required=[]))),
     },
     "/admin/monitor": {"get": op("Resource monitor: containers per node, held resources per tenant",

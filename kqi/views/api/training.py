@@ -2,9 +2,7 @@
 delete, exec, log and output files. One set of views serves /training and /inference (kqi/views/kinds.py)."""
 from __future__ import annotations
 
-import io
-
-from flask import Response, g, jsonify, request, send_file, url_for
+from flask import g, jsonify, request, url_for
 
 from kqi.errors import NotFound
 from kqi.extensions import db
@@ -12,9 +10,8 @@ from kqi.jobs import history as runs
 from kqi.jobs import lifecycle as jobs
 from kqi.jobs import runner as job_runner
 from kqi.jobs import shell as job_exec
-from kqi.jobs.files import LOG_NAME
 from kqi.validation import paging
-from kqi.views import audit_buffer, sealer, settings
+from kqi.views import audit_buffer, downloads, sealer, settings
 from kqi.views.api import blueprint, created, json_body, paged, scheduler
 from kqi.views.api.openapi import (
     NULLABLE_INTEGER,
@@ -94,9 +91,7 @@ def exec_training(job_id: int, kind: str):
 
 @kind_route(blueprint, "/<int:job_id>/log")
 def training_log(job_id: int, kind: str):
-    data = job_runner.read_log(_ctx(), _job(job_id, kind))
-    return Response(data, mimetype="text/plain",
-                    headers={"Content-Disposition": f'inline; filename="{LOG_NAME}"'})
+    return downloads.log(job_runner.stream_log(_ctx(), _job(job_id, kind)))
 
 
 @kind_route(blueprint, "/<int:job_id>/files")
@@ -110,9 +105,7 @@ def training_file(job_id: int, path: str, kind: str):
     found = job_runner.output_file(_ctx(), _job(job_id, kind), path)
     if found is None:
         raise NotFound("file")
-    name = path.rsplit("/", 1)[-1]
-    return send_file(io.BytesIO(found) if isinstance(found, bytes) else found, as_attachment=True,
-                     download_name=name, mimetype="application/octet-stream")
+    return downloads.send(found, path.rsplit("/", 1)[-1], "application/octet-stream")
 
 
 def _job(job_id: int, kind: str):

@@ -19,7 +19,7 @@ from kqi.kinds import preprocessing
 from kqi.models.data import Data
 from kqi.models.preprocessing import Preprocessing
 from kqi.validation import paging
-from kqi.views import sealer, settings
+from kqi.views import downloads, sealer, settings
 from kqi.views.pages import STOP_POLLING, blueprint, found, go_to, member_page, page, scheduler
 
 TEXT_FIELDS = ("name", "image", "command", "partition", "memo")
@@ -155,12 +155,24 @@ def preprocessing_history_halt(who, preprocessing_id: int, run_id: int):
 @blueprint.get("/preprocessing/<int:preprocessing_id>/history/<int:run_id>/log")
 @member_page
 def preprocessing_history_log(who, preprocessing_id: int, run_id: int):
+    entry = _run(who, preprocessing_id, run_id)
+    text = job_runner.read_log(scheduler().run_context(), entry.job, tail=job_runner.LOG_VIEW_LINES)
+    return render_template("preprocessing/log.html", entry=entry, log=text.decode("utf-8", "replace"),
+                           view=job_runner.LOG_VIEW_LINES)
+
+
+@blueprint.get("/preprocessing/<int:preprocessing_id>/history/<int:run_id>/log/download")
+@member_page
+def preprocessing_history_log_download(who, preprocessing_id: int, run_id: int):
+    entry = _run(who, preprocessing_id, run_id)
+    return downloads.log(job_runner.stream_log(scheduler().run_context(), entry.job), attachment=True)
+
+
+def _run(who, preprocessing_id: int, run_id: int):
     try:
-        entry = preprocessing.get_run(db.session, who, preprocessing_id, run_id)
+        return preprocessing.get_run(db.session, who, preprocessing_id, run_id)
     except ServiceError:
         abort(404)
-    text = job_runner.read_log(scheduler().run_context(), entry.job).decode("utf-8", "replace")
-    return render_template("preprocessing/log.html", entry=entry, log=text)
 
 
 @blueprint.post("/preprocessing/<int:preprocessing_id>/delete")

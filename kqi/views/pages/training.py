@@ -3,15 +3,12 @@ stars and tags; the detail with its live status and timeline, log, output files,
 delete, and a shell into the running container."""
 from __future__ import annotations
 
-import io
-
 from flask import (
     abort,
     current_app,
     flash,
     render_template,
     request,
-    send_file,
     url_for,
 )
 
@@ -21,10 +18,9 @@ from kqi.jobs import history as runs
 from kqi.jobs import lifecycle as jobs
 from kqi.jobs import runner as job_runner
 from kqi.jobs import shell as job_exec
-from kqi.jobs.files import LOG_NAME
 from kqi.models import JobStatus
 from kqi.validation import paging
-from kqi.views import audit_buffer, settings
+from kqi.views import audit_buffer, downloads, settings
 from kqi.views.kinds import kind_route, lookup_kind
 from kqi.views.pages import STOP_POLLING, blueprint, go_to, member_page, page, polled, scheduler
 
@@ -94,16 +90,16 @@ def training_status(who, job_id: int, kind: str):
 def training_log(who, job_id: int, kind: str):
     job = _job(who, job_id, kind)
     whole = request.args.get("whole") == "1"
-    tail = None if whole else settings().log_tail_lines
+    tail = job_runner.LOG_VIEW_LINES if whole else settings().log_tail_lines
     text = job_runner.read_log(_ctx(), job, tail=tail).decode("utf-8", "replace")
-    return polled(render_template("training/_log.html", job=job, kind=kind, log=text, whole=whole), job)
+    return polled(render_template("training/_log.html", job=job, kind=kind, log=text, whole=whole,
+                                  view=job_runner.LOG_VIEW_LINES), job)
 
 
 @kind_route(blueprint, "/<int:job_id>/log/download")
 @member_page
 def training_log_download(who, job_id: int, kind: str):
-    data = job_runner.read_log(_ctx(), _job(who, job_id, kind))
-    return send_file(io.BytesIO(data), as_attachment=True, download_name=LOG_NAME, mimetype="text/plain")
+    return downloads.log(job_runner.stream_log(_ctx(), _job(who, job_id, kind)), attachment=True)
 
 
 @kind_route(blueprint, "/<int:job_id>/files")
@@ -120,16 +116,14 @@ def training_file(who, job_id: int, path: str, kind: str):
     found = job_runner.output_file(_ctx(), _job(who, job_id, kind), path)
     if found is None:
         abort(404)
-    name = path.rsplit("/", 1)[-1]
-    return send_file(io.BytesIO(found) if isinstance(found, bytes) else found, as_attachment=True,
-                     download_name=name, mimetype="application/octet-stream")
+    return downloads.send(found, path.rsplit("/", 1)[-1], "application/octet-stream")
 
 
 @kind_route(blueprint, "/<int:job_id>/output.zip")
 @member_page
 def training_output_zip(who, job_id: int, kind: str):
-    spool = runs.output_zip(settings().instance_path, _job(who, job_id, kind))
-    return send_file(spool, as_attachment=True, download_name="output.zip", mimetype="application/zip")
+    return downloads.send(runs.output_zip(settings().instance_path, _job(who, job_id, kind)),
+                          "output.zip", "application/zip")
 
 
 @kind_route(blueprint, "/<int:job_id>/halt", methods=("POST",))
