@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "max_upload_gb": 100.0,  # one data upload or attachment (streamed to disk, never held in memory)
     "job_columns": 120,  # COLUMNS in every container, so progress bars (tqdm) draw in the stored log
     "git_allow_local": True,  # jobs may name repositories by a local path or file:// URL on the server
+    "node_cache_gb": 100.0,  # each node's cache volumes of read-only inputs, LRU-evicted over this (a node may set its own)
 }
 
 

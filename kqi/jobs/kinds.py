@@ -5,6 +5,7 @@ kqi/scheduler/). A kind adds only what is its own, by overriding the hooks of `J
 - `node_flag` and `needs`: the placement constraint, a node attribute that must be true for the
   kind to run there (notebooks need `Node.allow_notebooks`) and the capabilities its node's backend
   must have (kqi/backends/registry.py `Capabilities`: notebooks need `published_ports`);
+- `writable_git`: /kqi/git is the container's own writable copy rather than the node's shared one;
 - `ship` and `adapt`: extra files for the container, and the container spec itself (argv, ports);
 - `on_started`: after its containers started (read back a published port);
 - `on_collected`: after its outputs were collected, before the job's end is written (turn output
@@ -40,6 +41,9 @@ class JobKind:
     noun: str = ""  # how a person names jobs of this kind in a sentence ("notebooks")
     node_flag: str | None = None  # a Node attribute that must be true to run this kind there
     needs: tuple[str, ...] = ()  # capabilities the node's backend must have (fields of Capabilities)
+    # /kqi/git unpacked into each container, writable, instead of the node's shared read-only copy
+    # (kqi/jobs/node_cache.py): for kinds whose users edit the code in place (notebooks)
+    writable_git: bool = False
 
     @property
     def constrained(self) -> bool:

@@ -107,7 +107,8 @@ class SchedulerService:
 
     def run_context(self) -> job_runner.RunContext:
         return job_runner.RunContext(instance=self.app.instance_path, site=self.app.config["KQI_SITE"],
-                                     driver=self.driver, stop_grace_s=self.stop_grace_s)
+                                     driver=self.driver, stop_grace_s=self.stop_grace_s,
+                                     node_cache_gb=float(self.app.config["KQI"]["node_cache_gb"]))
 
     # -- the loop
 
