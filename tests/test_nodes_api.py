@@ -128,7 +128,7 @@ def test_shared_storage_and_cache_budget_are_node_settings(app, admin, tmp_path)
     put = lambda body: admin.client.put(f"/api/v1/admin/nodes/{node_id}", json=body,  # noqa: E731
                                         headers={"Authorization": f"Bearer {admin.token}"})
     node = admin.get(f"/api/v1/admin/nodes/{node_id}").get_json()
-    assert (node["shared_storage"], node["cache_gb"], node["cache"]) == (None, None, {"volumes": 0, "used_gb": 0})
+    assert (node["shared_storage"], node["cache_gb"], node["cache"]) == (None, None, {"volumes": 0, "bytes": 0})
     node = put({"shared_storage": str(share), "cache_gb": 2.5}).get_json()
     assert (node["shared_storage"], node["cache_gb"]) == (str(share), 2.5)
     refused = put({"shared_storage": str(share / ".." / "share")})
