@@ -39,13 +39,6 @@ def site(tmp_path, docker_engines_clean):
     kqi.shutdown(app)
 
 
-def make_dataset(api, files: dict[str, bytes], name="ds") -> dict:
-    data = api.post("/api/v1/data", data={"name": name, "files": [(io.BytesIO(b), n) for n, b in files.items()]},
-                    content_type="multipart/form-data").get_json()
-    dataset = api.post("/api/v1/datasets", json={"name": name, "entries": {"training": [data["id"]]}}).get_json()
-    return {**dataset, "data_id": data["id"]}
-
-
 def make_repository(folder) -> str:
     folder.mkdir()
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
@@ -111,7 +104,7 @@ def test_a_second_job_on_the_node_mounts_the_same_volumes_and_ships_nothing(site
     s, engine = site
     node_id = s.register(name="n1", url=engine.unix_url)["id"]
     files = {"weights.bin": os.urandom(300_000), "labels.csv": b"1,cat\n2,dog\n"}
-    dataset = make_dataset(s.api, files)
+    dataset = s.dataset(files)
     git = {"repository": make_repository(tmp_path / "repo")}
     since = time.time()
     first = run(s, name="first", dataset_id=dataset["id"], git=git, command=COPY)
@@ -150,7 +143,7 @@ def test_starts_at_the_same_time_fill_an_input_once(tmp_path, docker_engines_cle
         site_id = app.config["KQI_SITE"]
 
         # Two jobs placed in one tick, with a dataset the node does not have: one fill.
-        dataset = make_dataset(s.api, {"x.bin": os.urandom(50_000)})
+        dataset = s.dataset({"x.bin": os.urandom(50_000)})
         since = time.time()
         ids = [s.submit(name=f"j{i}", dataset_id=dataset["id"], command=COPY) for i in range(2)]
         for job_id in ids:
@@ -216,7 +209,7 @@ def test_eviction_removes_the_least_recently_used_volume_no_container_uses(site)
     s, engine = site
     node_id = s.register(name="n1", url=engine.unix_url)["id"]
     site_id = s.app.config["KQI_SITE"]
-    datasets = {key: make_dataset(s.api, {"f.bin": os.urandom(1000)}, name=key) for key in "ABCD"}
+    datasets = {key: s.dataset({"f.bin": os.urandom(1000)}, name=key) for key in "ABCD"}
     volume = {key: node_cache.volume_name(site_id, input_hash("dataset", d["content_hash"])) for key, d in datasets.items()}
 
     # A: the least recently used, but its job still runs
@@ -254,7 +247,7 @@ def test_a_shared_storage_node_binds_inputs_read_only_and_ships_nothing(site, tm
     share.mkdir()
     s.register(name="n1", url=engine.unix_url, shared_storage=str(share))
     files = {"weights.bin": os.urandom(200_000), "labels.csv": b"1,cat\n"}
-    dataset = make_dataset(s.api, files)
+    dataset = s.dataset(files)
     content = input_hash("dataset", dataset["content_hash"])
     since = time.time()
     job_id = s.submit(name="shared", dataset_id=dataset["id"], command=COPY + " && touch /kqi/output/done && sleep 120")
@@ -285,7 +278,7 @@ def test_an_interrupted_fill_is_never_used(site):
     s.register(name="n1", url=engine.unix_url)
     site_id = s.app.config["KQI_SITE"]
     files = {"weights.bin": os.urandom(100_000)}
-    dataset = make_dataset(s.api, files)
+    dataset = s.dataset(files)
     content = input_hash("dataset", dataset["content_hash"])
     name = node_cache.volume_name(site_id, content)
     # What a crash in the middle of a fill leaves: the volume, labelled, with part of the input
