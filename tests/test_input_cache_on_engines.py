@@ -1,7 +1,8 @@
 """Read-only inputs kept on each node by content (kqi/jobs/node_cache.py), on real engines: shipped
 once per node and shared, filled once by starts at the same time, evicted least recently used but
 never while a container uses them, never taken from an interrupted fill, and bound read-only
-from shared storage instead of shipped. What the engine did is read from its own event stream."""
+from shared storage instead of shipped; a notebook's code is its own writable copy. What the engine
+did is read from its own event stream."""
 from __future__ import annotations
 
 import io
@@ -313,3 +314,23 @@ def test_an_interrupted_fill_is_never_used(site):
     again = run(s, name="after-prune", dataset_id=dataset["id"], command=COPY)
     assert output(s, again["id"], f"input/training/{dataset['data_id']}/weights.bin") == files["weights.bin"]
     assert fills(engine, since) == 1
+
+
+def test_a_notebook_edits_its_own_copy_of_the_code(site, tmp_path):
+    s, engine = site
+    s.register(name="n1", url=engine.unix_url)
+    command = ("sh -c 'cat /kqi/git/train.sh; touch /kqi/git/edited && echo code writable; "
+               "exec httpd -f -p \"$0\" -h /kqi' {port}")
+    settings = {"notebook_image": IMAGE, "notebook_command": command, "default_cpu": 0.1, "default_memory_gb": 0.05}
+    assert s.admin.put("/api/v1/admin/settings", json=settings).status_code == 200
+    created = s.api.post("/api/v1/notebooks/run", json={"name": "nb", "git": {"repository": make_repository(
+        tmp_path / "repo")}})
+    assert created.status_code == 201, created.get_json()
+    notebook = f"/api/v1/notebooks/{created.get_json()['id']}"
+    wait_for(lambda: s.api.get(notebook).get_json()["status"] == "Running", timeout=180, tick=s.scheduler.tick)
+    log = wait_for(lambda: "code writable" in (text := s.api.get(f"{notebook}/log").get_data(as_text=True)) and text,
+                   timeout=60)
+    assert "echo training" in log
+    assert cache_volumes(engine) == {}  # unpacked into its container, not the node's shared read-only copy
+    assert s.api.post(f"{notebook}/halt").status_code == 200
+    wait_for(lambda: s.api.get(notebook).get_json()["status"] in ENDED, timeout=120, tick=s.scheduler.tick)
