@@ -125,3 +125,10 @@ def test_writing_an_input_onto_shared_storage_keeps_every_member_inside_its_fold
     assert (folder / "training").stat().st_mode & 0o777 == 0o755
     # written once: the next start finds it complete and builds nothing
     assert write_to_share(share, lambda _s: pytest.fail("built again"), tmp_path) == str(folder)
+
+
+def test_a_share_that_is_not_there_is_an_error_not_a_new_folder(tmp_path):
+    share = tmp_path / "unmounted"
+    with pytest.raises(NodeError, match="is the share mounted"):
+        write_to_share(share, lambda _s: pytest.fail("built for nothing"), tmp_path)
+    assert not share.exists()

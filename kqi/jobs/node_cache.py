@@ -261,8 +261,10 @@ def _on_shared_storage(root: str, item: ReadOnlyInput, scratch: Path) -> Path:
     with _KEYS.held(("shared", os.path.realpath(target.parent), item.content_hash)):
         if target.is_dir() and not target.is_symlink():
             return target
+        if not os.path.isdir(root):  # never made up here: an unmounted share would fill the server's own disk
+            raise NodeError(f"shared storage {root} is not a folder on the kqi server (is the share mounted?)")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(exist_ok=True)
             for stale in target.parent.glob(f".{item.content_hash}.partial-*"):  # an interrupted write
                 shutil.rmtree(stale, ignore_errors=True)
             partial = Path(tempfile.mkdtemp(prefix=f".{item.content_hash}.partial-", dir=target.parent))
