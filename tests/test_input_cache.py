@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kqi.backends import registry as backends
 from kqi.backends.base import CachedInput, NodeError
 from kqi.jobs import node_cache
 from kqi.jobs.files import JobFiles
@@ -132,3 +133,17 @@ def test_a_share_that_is_not_there_is_an_error_not_a_new_folder(tmp_path):
     with pytest.raises(NodeError, match="is the share mounted"):
         write_to_share(share, lambda _s: pytest.fail("built for nothing"), tmp_path)
     assert not share.exists()
+
+
+def test_a_node_whose_backend_cannot_mount_volumes_gets_no_inputs_shipped(tmp_path):
+    from tests.backends.test_registry import Plain  # a backend that can do none of the optional things
+
+    backend = backends.register(Plain())
+    try:
+        node = Node(name="p", url="plain:///x", shared_storage=str(tmp_path))
+        with pytest.raises(NodeError, match=r"backend \(plain\) cannot mount read-only input volumes") as raised:
+            node_cache.place(None, node, None, [node_cache.ReadOnlyInput("/kqi/input", HASH, lambda _s: pytest.fail(
+                "built for nothing"))], scratch=tmp_path, pins=node_cache.Pins(), site="s", budget_gb=1)
+        assert raised.value.infrastructure is False and list(tmp_path.iterdir()) == []
+    finally:
+        backends.unregister(backend.name)

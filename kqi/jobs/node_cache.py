@@ -39,6 +39,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from kqi.backends import registry as backends
 from kqi.backends.base import LABEL_BYTES, LABEL_CACHE, LABEL_SITE, CachedInput, NodeDriver, NodeError
 from kqi.models import Node, NodeCacheEntry, utcnow
 
@@ -165,6 +166,9 @@ def place(session: Session, node: Node, driver: NodeDriver, inputs: list[ReadOnl
           pins: Pins, site: str, budget_gb: float) -> tuple[CachedInput, ...]:
     """Make each input available on the node (filling or writing what it lacks) and return the
     mounts for its container. Raises NodeError when the node or the shared storage fails."""
+    if inputs and not backends.capabilities_of(node.url).volumes:  # before anything is built or shipped
+        raise NodeError(f"this node's backend ({backends.backend_for(node.url).name}) cannot mount read-only input "
+                        "volumes", infrastructure=False)
     if node.shared_storage:
         return tuple(CachedInput(item.path, host_path=str(_on_shared_storage(node.shared_storage, item, scratch)))
                      for item in inputs)

@@ -9,7 +9,7 @@ from kqi.errors import ServiceError
 from kqi.extensions import db
 from kqi.views.pages import blueprint, member_page, page, scheduler
 
-# and the backends' credentials
+# The register form's fields besides the backends' credentials
 FORM_FIELDS = ("name", "url", "gpus", "gpu_model", "partition", "address", "shared_storage")
 
 
