@@ -59,6 +59,7 @@ class Settings:
     max_upload_gb: float = 100.0  # one data upload or attachment (streamed to disk, never held in memory)
     job_columns: int = 120  # COLUMNS in every container, so progress bars (tqdm) draw in the stored log
     git_allow_local: bool = True  # jobs may name repositories by a local path or file:// URL on the server
+    node_cache_gb: float = 100.0  # each node's cache volumes of read-only inputs, LRU-evicted over this (a node may set its own)
     # The execution backends' own keys (Backend.config), e.g. docker_timeout_s; read by the backends.
     backend: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 

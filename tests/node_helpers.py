@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import ipaddress
 import os
 import signal
@@ -60,6 +61,14 @@ class NodeSite:
 
     def job(self, job_id):
         return self.api.get(f"/api/v1/training/{job_id}").get_json()
+
+    def dataset(self, files: dict[str, bytes], name="ds") -> dict:
+        """A dataset of one data item with these files, in its training area (plus `data_id`)."""
+        data = self.api.post("/api/v1/data", data={"name": name, "files": [(io.BytesIO(b), n) for n, b in files.items()]},
+                             content_type="multipart/form-data").get_json()
+        dataset = self.api.post("/api/v1/datasets", json={"name": name, "entries": {"training": [data["id"]]}})
+        assert dataset.status_code == 201, dataset.get_json()
+        return {**dataset.get_json(), "data_id": data["id"]}
 
     def log(self, job_id):
         return self.api.get(f"/api/v1/training/{job_id}/log").get_data(as_text=True)

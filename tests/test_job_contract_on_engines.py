@@ -200,7 +200,7 @@ def test_two_runs_with_git_dataset_parent_and_attachment(contract):
         assert TOKEN not in api.get(f"/api/v1/training/{job_id}/log").get_data(as_text=True)
         assert TOKEN not in json.dumps(api.get(f"/api/v1/training/{job_id}").get_json())
     assert cluster.containers() == []
-    for engine in cluster.engines:  # the read-only input volumes went with their containers
+    for engine in cluster.engines:  # no volume per job: inputs stay on the node as shared cache volumes
         client = docker.DockerClient(base_url=engine.unix_url)
         assert not [v.name for v in client.volumes.list() if v.name.startswith("training-")]
         client.close()

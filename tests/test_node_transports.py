@@ -111,6 +111,17 @@ def test_tls_node_registers_runs_a_job_and_keeps_its_keys_sealed(site, tls_engin
     assert job["status"] == "Completed" and job["node"] == "tls1", job
     assert "over tls" in site.log(job_id)
     assert site.api.get(f"/api/v1/training/{job_id}/files/r.txt").get_data() == b"ok\n"
+    _runs_with_a_dataset(site, "tls1")
+
+
+def _runs_with_a_dataset(site, node_name):
+    """A job whose dataset is shipped to the node's input cache over this transport, byte for byte."""
+    payload = os.urandom(100_000)
+    dataset = site.dataset({"d.bin": payload})
+    job_id = site.submit(dataset_id=dataset["id"], command="cp /kqi/input/training/*/d.bin /kqi/output/")
+    job = site.wait_status(job_id, "Completed", "Failed", "Error")
+    assert job["status"] == "Completed" and job["node"] == node_name, (job, site.log(job_id))
+    assert site.api.get(f"/api/v1/training/{job_id}/files/d.bin").get_data() == payload
 
 
 def test_tls_engine_refuses_a_client_without_a_certificate_of_its_ca(site, tls_engine, ca):
@@ -167,6 +178,7 @@ def test_ssh_node_waits_for_its_host_key_then_discovers_gpus_and_runs_jobs(site,
     assert site.log(job_id).strip() == "0"
     by_model = site.submit(command="true", partition="nvidia-a100-sxm4-80gb")
     assert site.wait_status(by_model, "Completed", "Failed", "Error")["status"] == "Completed"
+    _runs_with_a_dataset(site, "ssh1")
 
     # Someone's process moves to GPU 0: the heartbeat's nvidia-smi sees it, and kqi uses GPU 1.
     _other_process_on(gpu_sshd.bin_dir, "0")

@@ -58,6 +58,17 @@ def admin(factory):
     ({"url": "unix:///x.sock", "tenants": "default"}, "tenants", "list"),
     ({"url": "unix:///x.sock", "allow_notebooks": "maybe"}, "allow_notebooks", "true or false"),
     ({"url": "unix:///x.sock", "secret": 1}, "secret", "unknown"),
+    ({"url": "unix:///x.sock", "shared_storage": "mnt/share"}, "shared_storage", "absolute folder path"),
+    ({"url": "unix:///x.sock", "shared_storage": "/tmp/../etc"}, "shared_storage", "'..'"),
+    ({"url": "unix:///x.sock", "shared_storage": "/tmp/./x"}, "shared_storage", "'..'"),
+    ({"url": "unix:///x.sock", "shared_storage": "/tmp\n"}, "shared_storage", "absolute folder path"),
+    ({"url": "unix:///x.sock", "shared_storage": "/tmp/a b"}, "shared_storage", "absolute folder path"),
+    ({"url": "unix:///x.sock", "shared_storage": "/tmp:/etc"}, "shared_storage", "absolute folder path"),
+    ({"url": "unix:///x.sock", "shared_storage": "/"}, "shared_storage", "absolute folder path"),
+    ({"url": "unix:///x.sock", "shared_storage": "/no/such/share/here"}, "shared_storage", "not a folder on the kqi"),
+    ({"url": "unix:///x.sock", "shared_storage": ["/tmp"]}, "shared_storage", "must be a string"),
+    ({"url": "unix:///x.sock", "cache_gb": -1}, "cache_gb", "at least 0"),
+    ({"url": "unix:///x.sock", "cache_gb": "lots"}, "cache_gb", "must be a number"),
 ])
 def test_registration_rejects_bad_input_before_touching_anything(app, admin, body, field, words):
     response = admin.post("/api/v1/admin/nodes", json={"name": "n1", **body})
@@ -101,14 +112,32 @@ def test_admin_settings_shape_the_schedulers_view_and_are_recorded(app, admin):
         views = {v.name: v for v in snapshot.read(db.session, now=time.time()).state.nodes}
     view = views["n1"]
     assert not view.schedulable and view.tenants == frozenset({"default"})
-    # The node flags become service labels (kqi/kinds/interactive.py): TensorBoard allowed here, notebooks not.
-    assert view.labels == frozenset({"fast", "nvidia-h100-80gb-hbm3", "* for tensorboards", "fast for tensorboards",
-                                     "nvidia-h100-80gb-hbm3 for tensorboards"})
+    # The node flags become the planner's node features (kqi/scheduler/placement.py): TensorBoard allowed
+    # here, notebooks not; the labels are the partitions alone.
+    assert view.labels == frozenset({"fast", "nvidia-h100-80gb-hbm3"})
+    assert "tensorboard" in view.features and "notebook" not in view.features
     assert [(g.index, g.model, g.busy) for g in view.gpus] == [(0, "NVIDIA H100 80GB HBM3", False),
                                                               (1, "NVIDIA H100 80GB HBM3", True)]
     assert views["n2"].schedulable and views["n2"].tenants is None
     assert put({"state": "Ready", "tenants": None}).get_json()["schedulable"] is True
     assert admin.get(f"/api/v1/admin/nodes/{other_id}").get_json()["state"] == "Ready"
+
+
+def test_shared_storage_and_cache_budget_are_node_settings(app, admin, tmp_path):
+    node_id = make_node(app)
+    share = tmp_path / "share"
+    share.mkdir()
+    put = lambda body: admin.client.put(f"/api/v1/admin/nodes/{node_id}", json=body,  # noqa: E731
+                                        headers={"Authorization": f"Bearer {admin.token}"})
+    node = admin.get(f"/api/v1/admin/nodes/{node_id}").get_json()
+    assert (node["shared_storage"], node["cache_gb"], node["cache"]) == (None, None, {"volumes": 0, "bytes": 0})
+    node = put({"shared_storage": str(share), "cache_gb": 2.5}).get_json()
+    assert (node["shared_storage"], node["cache_gb"]) == (str(share), 2.5)
+    refused = put({"shared_storage": str(share / ".." / "share")})
+    assert refused.status_code == 400 and refused.get_json()["error"]["field"] == "shared_storage"
+    assert admin.get(f"/api/v1/admin/nodes/{node_id}").get_json()["shared_storage"] == str(share)  # unchanged
+    node = put({"shared_storage": "", "cache_gb": None}).get_json()
+    assert (node["shared_storage"], node["cache_gb"]) == (None, None)  # none; the site's node_cache_gb
 
 
 def _running_job(app, principal_user, node_id, requeue=False, gpu_index=0):
@@ -213,6 +242,13 @@ def test_node_page_shows_state_events_and_takes_admin_actions(sqlite_app):
     access = client.post(f"/nodes/{node_id}/access", data={"tenants": "default", "allow_tensorboard": "on",
                                                            "csrf_token": token})
     assert access.status_code == 200 and "only default" in access.get_data(as_text=True)
+    assert "cached on the node: 0 volume(s), 0 of 100 GB (the site's default)" in access.get_data(as_text=True)
+    storage = client.post(f"/nodes/{node_id}/storage", data={"shared_storage": "relative/path", "cache_gb": "",
+                                                            "csrf_token": token}, headers={"HX-Request": "true"})
+    assert storage.status_code == 422 and "absolute folder path" in storage.get_data(as_text=True)
+    storage = client.post(f"/nodes/{node_id}/storage", data={"shared_storage": "", "cache_gb": "7.5",
+                                                            "csrf_token": token}, headers={"HX-Request": "true"})
+    assert storage.status_code == 200 and "0 of 7.5 GB" in storage.get_data(as_text=True)
 
 
 def test_nvidia_smi_output_is_parsed_strictly():

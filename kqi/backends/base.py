@@ -7,6 +7,8 @@ backend or transport it is using; what a backend cannot do is in its `Capabiliti
 """
 from __future__ import annotations
 
+import posixpath
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,9 @@ LABEL_SITE = "kqi.site"
 LABEL_JOB = "kqi.job"
 LABEL_KIND = "kqi.kind"
 LABEL_RANK = "kqi.rank"
+LABEL_CACHE = "kqi.cache"  # a node's cache volume: the full content hash of what it holds
+LABEL_BYTES = "kqi.bytes"  # ... and the size of the tar it was filled from
+CACHE_VOLUME = re.compile(r"^kqi-cache-[A-Za-z0-9_.-]{1,200}$")
 Archive = bytes | Path  # a tar in memory, or a tar file on disk (large inputs stream from it)
 
 
@@ -72,6 +77,27 @@ class Inventory:
 
 
 @dataclass(frozen=True)
+class CachedInput:
+    """A read-only input the node keeps by content (kqi/jobs/node_cache.py puts it there first),
+    mounted read-only at `path`: the node's cache volume `volume`, or the folder `host_path` on the
+    node's shared storage. kqi builds both from content hashes alone; anything else is refused
+    here, so no user value can become a mount source."""
+
+    path: str
+    volume: str = ""
+    host_path: str = ""
+
+    def __post_init__(self):
+        if bool(self.volume) == bool(self.host_path):
+            raise ValueError("a cached input is a volume or a host folder, not both or neither")
+        if self.volume and not CACHE_VOLUME.match(self.volume):
+            raise ValueError(f"not a cache volume name: {self.volume!r}")
+        if self.host_path and (not self.host_path.startswith("/") or posixpath.normpath(self.host_path) != self.host_path
+                               or ".." in self.host_path.split("/")):
+            raise ValueError(f"not a plain absolute folder: {self.host_path!r}")
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str
     image: str
@@ -87,8 +113,8 @@ class ContainerSpec:
     workdir: str = "/kqi/git"
     # tar archives unpacked at "/" before the command starts (the /kqi folders, /kqi/git, /kqi/attach)
     archives: tuple[Archive, ...] = field(default=())
-    # (mount path, tar of its contents): filled into a volume mounted read-only (/kqi/input, /kqi/parent)
-    readonly: tuple[tuple[str, Archive], ...] = field(default=())
+    # read-only inputs already on the node (/kqi/input, /kqi/parent, /kqi/git), mounted as they are
+    cached: tuple[CachedInput, ...] = field(default=())
     registry_auth: dict[str, str] | None = field(default=None, repr=False)  # docker's auth_config for the pull
     pull: bool = False  # pull even when the node has the image
     progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)  # pull progress
@@ -135,6 +161,18 @@ class NodeDriver(Protocol):
 
     def image_identity(self, image: str) -> dict[str, object]:
         """{"id", "repo_digests"} of the image as it is on the node."""
+
+    def cache_volume(self, name: str) -> dict[str, str] | None:
+        """The labels of the cache volume `name` on the node, or None when it has none."""
+
+    def fill_cache_volume(self, name: str, labels: dict[str, str], archive: Archive) -> None:
+        """Make the cache volume `name` afresh (replacing one of that name) holding the tar's contents."""
+
+    def cache_volumes(self, site: str) -> dict[str, dict[str, str]]:
+        """The site's cache volumes on the node: name -> labels."""
+
+    def remove_cache_volume(self, name: str) -> bool:
+        """Remove a cache volume (gone already counts); False while a container uses it."""
 
     def containers(self, site: str) -> list[ContainerState]: ...
 

@@ -32,12 +32,12 @@ class Capabilities:
     multi_node: bool = False  # its nodes run the parts of a gang job (nodes > 1), reaching each other by address
     published_ports: bool = False  # a container port is published on the node for users (notebooks, TensorBoard)
     exec: bool = False  # a command runs inside a running container (the job's shell)
-    volumes: bool = False  # read-only inputs filled once into volumes (ContainerSpec.readonly)
+    volumes: bool = False  # read-only inputs kept on the node and mounted (ContainerSpec.cached, kqi/jobs/node_cache.py)
 
     def lacking(self, spec: ContainerSpec) -> list[str]:
         """The capabilities `spec` needs that this backend lacks, in words."""
         needs = [(spec.ports, self.published_ports, "publish container ports"),
-                 (spec.readonly, self.volumes, "mount read-only input volumes"),
+                 (spec.cached, self.volumes, "mount read-only input volumes"),
                  (spec.host_network, self.multi_node, "run the parts of a multi-node job")]
         return [words for needed, able, words in needs if needed and not able]
 

@@ -10,6 +10,7 @@ and never shown again.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -28,14 +29,17 @@ from kqi.crypto import SecretBox
 from kqi.errors import Conflict, NotFound, ServiceError
 from kqi.jobs import lifecycle as jobs
 from kqi.models import GpuAllocation, Node, Tenant
-from kqi.models.nodes import NodeEvent, NodeGpu
+from kqi.models.nodes import NodeCacheEntry, NodeEvent, NodeGpu
 from kqi.resources import ZERO, Resources
 
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,254}$")
 GPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
 HOST_KEY_FIELD = "ssh_host_key_fingerprint"  # the pinned host key: stored with the node, not sealed
-SETTINGS_FIELDS = ("partition", "address", "gpus", "gpu_model", "tenants", "allow_notebooks", "allow_tensorboard")
+SHARED_STORAGE = re.compile(r"^(/[A-Za-z0-9._-]+)+\Z")
+MAX_CACHE_GB = 1_000_000
+SETTINGS_FIELDS = ("partition", "address", "gpus", "gpu_model", "tenants", "allow_notebooks", "allow_tensorboard",
+                   "shared_storage", "cache_gb")
 UPDATE_FIELDS = ("state", *SETTINGS_FIELDS)
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
 MAX_GPUS = 64
@@ -111,7 +115,24 @@ def _flag(body: Any, field: str) -> bool | None:
     return value
 
 
+def _shared_storage(body: Any) -> str:
+    """A folder the server and the node both mount at this path (an NFS share), or "" for none.
+    kqi writes read-only inputs under it and binds them into containers (kqi/jobs/node_cache.py)."""
+    path = v.text(body, "shared_storage", max_len=200, pattern=SHARED_STORAGE,
+                  rule="an absolute folder path of letters, digits, '.', '_', '-' and '/', e.g. /mnt/share")
+    if path and {".", ".."} & set(path.split("/")):
+        raise ServiceError("shared_storage may not contain '.' or '..' parts", field="shared_storage")
+    if path and not os.path.isdir(path):
+        raise ServiceError(f"shared_storage {path} is not a folder on the kqi server: mount the share at the same "
+                           "path on the server and on the node", field="shared_storage")
+    return path
+
+
 def _apply_settings(session: Session, node: Node, body: Any) -> None:
+    if "shared_storage" in body:
+        node.shared_storage = _shared_storage(body)
+    if "cache_gb" in body:  # null: the site's node_cache_gb
+        node.cache_gb = v.number(body, "cache_gb", minimum=0, maximum=MAX_CACHE_GB)
     if "partition" in body:
         node.partition = v.text(body, "partition", max_len=64, pattern=v.PARTITION,
                                 rule=v.PARTITION_RULE)
@@ -263,7 +284,8 @@ def refresh_inventory(session: Session, box: SecretBox, node: Node, timeout_s: i
 
 
 def update(session: Session, node: Node, body: Any) -> Node:
-    """The admin's settings: state (Ready, Draining, Disabled), access, flags, partition, GPUs."""
+    """The admin's settings: state (Ready, Draining, Disabled), access, flags, partition, GPUs,
+    shared storage and cache budget."""
     body = v.require_object(body)
     v.reject_unknown(body, UPDATE_FIELDS)
     if not body:
@@ -337,7 +359,7 @@ def event_dict(event: NodeEvent) -> dict[str, Any]:
 
 
 def as_dict(node: Node, used: Resources = ZERO, gpus: list[NodeGpu] | None = None,
-            held: dict[int, int] | None = None) -> dict[str, Any]:
+            held: dict[int, int] | None = None, cached: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     used = used or ZERO
     capacity = node.capacity
     free = capacity - used
@@ -363,6 +385,9 @@ def as_dict(node: Node, used: Resources = ZERO, gpus: list[NodeGpu] | None = Non
         "tenants": node.tenants,
         "allow_notebooks": node.allow_notebooks,
         "allow_tensorboard": node.allow_tensorboard,
+        "shared_storage": node.shared_storage or None,
+        "cache_gb": node.cache_gb,
+        "cache": {"volumes": cached[0], "bytes": cached[1]},
         "cpu": {"total": capacity.cores, "used": used.cores, "free": free.cores},
         "memory_gb": {"total": round(capacity.memory_gb, 2), "used": round(used.memory_gb, 2),
                       "free": round(free.memory_gb, 2)},
@@ -383,14 +408,23 @@ def _held(session: Session, node_ids: list[int]) -> dict[int, dict[int, int]]:
     return held
 
 
+def _cached(session: Session, node_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Per node: how many cache volumes it keeps, and their bytes."""
+    rows = session.execute(select(NodeCacheEntry.node_id, func.count(), func.sum(NodeCacheEntry.bytes))
+                           .where(NodeCacheEntry.node_id.in_(node_ids)).group_by(NodeCacheEntry.node_id))
+    return {node_id: (count, int(size or 0)) for node_id, count, size in rows}
+
+
 def describe(session: Session, node: Node) -> dict[str, Any]:
     return as_dict(node, jobs.node_usage(session).get(node.id, ZERO), gpus_of(session, [node.id]).get(node.id),
-                   _held(session, [node.id]).get(node.id))
+                   _held(session, [node.id]).get(node.id), _cached(session, [node.id]).get(node.id, (0, 0)))
 
 
 def listing(session: Session) -> list[dict[str, Any]]:
     usage = jobs.node_usage(session)
     nodes = all_nodes(session)
     gpus = gpus_of(session)
-    held = _held(session, [n.id for n in nodes])
-    return [as_dict(node, usage.get(node.id, ZERO), gpus.get(node.id), held.get(node.id)) for node in nodes]
+    ids = [n.id for n in nodes]
+    held, cached = _held(session, ids), _cached(session, ids)
+    return [as_dict(node, usage.get(node.id, ZERO), gpus.get(node.id), held.get(node.id), cached.get(node.id, (0, 0)))
+            for node in nodes]

@@ -68,7 +68,12 @@ def _entries(session: Session, principal: Principal, placement: dict[str, list[i
 
 def content_hash(dataset: Dataset) -> str:
     """SHA-256 over every file's place and content hash, in a fixed order."""
-    lines = sorted(f"{e.area}\0{e.data_id}\0{f.name}\0{f.sha256}\n" for e in dataset.entries for f in e.data.files)
+    return placed_hash([(e.area, e.data) for e in dataset.entries])
+
+
+def placed_hash(placed: list[tuple[str, Data]]) -> str:
+    """content_hash of data items placed in areas, as write_data_tar lays them out."""
+    lines = sorted(f"{area}\0{record.id}\0{f.name}\0{f.sha256}\n" for area, record in placed for f in record.files)
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 

@@ -320,17 +320,20 @@ def _add_tree(session: Session, settings: Settings, box: SecretBox, user_id: int
         _add_tree(session, settings, box, user_id, target, sub_commit, posixpath.join(prefix, path), out, depth + 1)
 
 
-def tree_tar(session: Session, settings: Settings, box: SecretBox, user_id: int, url: str, commit: str) -> Path:
-    """The cached tar of the repository at `commit` (members under kqi/git/), built when missing."""
+def tree_tar(session: Session, settings: Settings, box: SecretBox, user_id: int, url: str, commit: str,
+             prefix: str = "kqi/git") -> Path:
+    """The cached tar of the repository at `commit` (members under `prefix`/: kqi/git/ to unpack at
+    "/", none for a volume mounted at /kqi/git), built when missing."""
     mirrors = Mirrors(settings.instance_path)
-    target = mirrors.cache / f"{hashlib.sha256(f'{url}@{commit}'.encode()).hexdigest()[:40]}.tar"
+    named = f"{url}@{commit}" if prefix == "kqi/git" else f"{url}@{commit}:{prefix}"  # kqi/git: as named before
+    target = mirrors.cache / f"{hashlib.sha256(named.encode()).hexdigest()[:40]}.tar"
     if target.exists():
         return target
     mirrors.cache.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=mirrors.cache, suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w") as out:
-            _add_tree(session, settings, box, user_id, url, commit, "kqi/git", out, 0)
+            _add_tree(session, settings, box, user_id, url, commit, prefix, out, 0)
         os.replace(partial, target)
     except GitCommandError as exc:  # e.g. a gitlink without .gitmodules
         raise ServiceError(f"cannot take the tree of {url} at {commit}: {_clean_error(exc)}", field="git") from None

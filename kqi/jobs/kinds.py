@@ -7,6 +7,7 @@ kqi/scheduler/). A kind adds only what is its own, by overriding the hooks of `J
   must have (kqi/backends/registry.py `Capabilities`: notebooks need `published_ports`); the planner
   sees both as one node feature named after the kind (kqi/scheduler/placement.py), and `noun`
   words the wait when no node allows it;
+- `writable_git`: /kqi/git is the container's own writable copy rather than the node's shared one;
 - `ship` and `adapt`: extra files for the container, and the container spec itself (argv, ports);
 - `on_started`: after its containers started (read back a published port);
 - `on_collected`: after its outputs were collected, before the job's end is written (turn output
@@ -44,6 +45,9 @@ class JobKind:
     noun: str = ""  # how a person names jobs of this kind in a sentence ("notebooks")
     node_flag: str | None = None  # a Node attribute that must be true to run this kind there
     needs: tuple[str, ...] = ()  # capabilities the node's backend must have (fields of Capabilities)
+    # /kqi/git unpacked into each container, writable, instead of the node's shared read-only copy
+    # (kqi/jobs/node_cache.py): for kinds whose users edit the code in place (notebooks)
+    writable_git: bool = False
 
     @property
     def constrained(self) -> bool:

@@ -79,6 +79,11 @@ class RunContext:
     def stop_grace_s(self) -> int:
         return self.settings.stop_grace_s
 
+    @property
+    def node_cache_gb(self) -> float:
+        """The site's budget of each node's cached read-only inputs (kqi/jobs/node_cache.py)."""
+        return self.settings.node_cache_gb
+
 
 def container_name(job: Job, rank: int, site: str) -> str:
     gang = f"-{rank}" if job.nodes > 1 else ""
@@ -111,8 +116,10 @@ def container_env(job: Job, part: JobPart, settings: Settings) -> dict[str, str]
 
 def spec_for(job: Job, part: JobPart, ctx: RunContext,
              shipment: job_sources.Shipment | None = None) -> ContainerSpec:
-    """The container of one part; `shipment` (job_sources.prepare) adds git, inputs, parents, attachments."""
+    """The container of one part; `shipment` (job_sources.prepare) adds git, inputs, parents,
+    attachments, and puts the read-only ones on the part's node first."""
     session = object_session(job)
+    cached = shipment.place(session, part.node, ctx.driver(part.node), ctx.site, ctx.node_cache_gb) if shipment else ()
     return ContainerSpec(
         name=container_name(job, part.rank, ctx.site),
         image=job.image,
@@ -123,9 +130,8 @@ def spec_for(job: Job, part: JobPart, ctx: RunContext,
         gpu_indices=tuple(part.gpu_indices or ()),
         nvidia_runtime=part.node.nvidia_runtime,
         host_network=job.nodes > 1,
-        archives=(kqi_folders_archive(path for path, _ in shipment.readonly) if shipment else kqi_folders_archive(),
-                  *(shipment.archives if shipment else ())),
-        readonly=tuple(shipment.readonly) if shipment else (),
+        archives=(kqi_folders_archive(c.path for c in cached), *(shipment.archives if shipment else ())),
+        cached=cached,
         registry_auth=job_sources.registry_auth(session, ctx.box, job),
         pull=job_sources.pull_requested(job),
         progress=job_sources.PullProgress(ctx.instance, job.id),
@@ -153,7 +159,7 @@ def start(session: Session, ctx: RunContext, job: Job) -> None:
     shipment = None
     try:
         kind = kind_of(job.kind)
-        shipment = job_sources.prepare(session, ctx.settings, ctx.box, job)
+        shipment = job_sources.prepare(session, ctx.settings, ctx.box, job, writable_git=kind.writable_git)
         kind.ship(session, ctx.instance, job, shipment)
         specs = [kind.adapt(session, ctx.box, job, spec_for(job, part, ctx, shipment)) for part in job.parts]
         for part, spec in zip(job.parts, specs):  # every part's backend can run it, before any starts

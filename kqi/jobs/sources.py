@@ -2,11 +2,16 @@
 parents' outputs and its attachments; and what it actually ran with (provenance) and where it
 sits in the lineage of runs.
 
-In the container: /kqi/git (the repository at the pinned commit), /kqi/input/{area}/{data id}/{file}
-(read-only), /kqi/parent (one parent) or /kqi/parent/{id} (several; read-only), /kqi/attach.
+In the container: /kqi/git (the repository at the pinned commit; read-only, but for kinds with
+`writable_git`: notebooks), /kqi/input/{area}/{data id}/{file} (read-only), /kqi/parent (one
+parent) or /kqi/parent/{id} (several; read-only), /kqi/attach. The read-only ones are kept on each
+node by content and shared by its jobs (kqi/jobs/node_cache.py); the rest is unpacked into each
+container.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import tarfile
@@ -20,20 +25,22 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from kqi.accounts.auth import Principal
-from kqi.backends.base import Archive
+from kqi.backends.base import Archive, CachedInput, NodeDriver
 from kqi.config import Settings
 from kqi.crypto import SecretBox
 from kqi.data import datasets, gitsource, registries
 from kqi.data.blobs import BlobStore
 from kqi.data.items import file_name
 from kqi.errors import Conflict, ServiceError
+from kqi.jobs import node_cache
 from kqi.jobs.files import OUTPUT_NAME_RULE, JobFiles, StoredOutput
-from kqi.models import Job
+from kqi.models import Job, Node
 from kqi.models.data import Dataset, JobAttachment, JobParent, JobSource
 
 SUBMIT_FIELDS = ("dataset_id", "git", "parent_ids", "pull")
 MAX_PARENTS = 16
-INPUT_DIR, PARENT_DIR = "/kqi/input", "/kqi/parent"
+INPUT_DIR, PARENT_DIR, GIT_DIR = "/kqi/input", "/kqi/parent", "/kqi/git"
+INPUT_LAYOUT = "kqi-input-1"  # see input_hash
 SECRET_NAME = re.compile(r"(?i)(pass|secret|token|key|credential|auth)")
 
 
@@ -118,14 +125,30 @@ def contract_env(session: Session, settings: Settings, job: Job) -> dict[str, st
 
 @dataclass
 class Shipment:
-    """Tars for one job's start; per-job ones live in `scratch`, removed once every part started."""
+    """What one start of a job ships: tars unpacked into its containers (`archives`; per-job ones
+    live in `scratch`, removed once every part started) and read-only inputs kept on the nodes by
+    content (`inputs`, kqi/jobs/node_cache.py), pinned there (`pins`) until the containers exist."""
 
     scratch: Path
     archives: list[Archive] = field(default_factory=list)
-    readonly: list[tuple[str, Archive]] = field(default_factory=list)
+    inputs: list[node_cache.ReadOnlyInput] = field(default_factory=list)
+    pins: node_cache.Pins = field(default_factory=node_cache.Pins)
+
+    def place(self, session: Session, node: Node, driver: NodeDriver, site: str,
+              budget_gb: float) -> tuple[CachedInput, ...]:
+        """The read-only inputs on `node` (shipped now where it lacks them), as mounts for its container."""
+        return node_cache.place(session, node, driver, self.inputs, scratch=self.scratch, pins=self.pins, site=site,
+                                budget_gb=budget_gb)
 
     def discard(self) -> None:
+        self.pins.release()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def input_hash(kind: str, *identity: str) -> str:
+    """The content hash of a read-only input, from what determines its tar byte for byte. The
+    version changes whenever a tar's layout does, so no node keeps mounting the old layout."""
+    return hashlib.sha256("\0".join((INPUT_LAYOUT, kind, *identity)).encode()).hexdigest()
 
 
 def _cached_input(instance: Path, dataset: Dataset, store: BlobStore) -> Path:
@@ -144,14 +167,53 @@ def _cached_input(instance: Path, dataset: Dataset, store: BlobStore) -> Path:
     return target
 
 
-def _parents_tar(instance: Path, parents: list[int], target: Path) -> None:
-    """Stored outputs of the parents: at the top for one parent, under <id>/ for several."""
+def output_digest(instance: Path, job_id: int) -> str:
+    """SHA-256 over a job's stored output files (each one's path and SHA-256), remembered beside
+    them for as long as they stay as they are (the same paths, sizes and modification times)."""
+    files = JobFiles(instance, job_id)
+    listing = files.list_output()
+    stamp = hashlib.sha256()
+    for f in listing:
+        st = (files.output / f.path).stat()
+        stamp.update(f"{f.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    memo = files.root / "output-digest.json"
+    try:
+        remembered = json.loads(memo.read_text())
+        if remembered["stamp"] == stamp.hexdigest():
+            return remembered["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = hashlib.sha256()
+    for f in listing:
+        with (files.output / f.path).open("rb") as fh:
+            digest.update(f"{f.path}\0{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
+    if files.root.is_dir():
+        partial = memo.with_suffix(".partial")
+        partial.write_text(json.dumps({"stamp": stamp.hexdigest(), "sha256": digest.hexdigest()}))
+        partial.replace(memo)
+    return digest.hexdigest()
+
+
+def outputs_input(instance: Path, path: str, job_ids: list[int]) -> node_cache.ReadOnlyInput:
+    """Jobs' stored outputs, read-only at `path`: at the top for one job, under <id>/ for several."""
+    if len(job_ids) == 1:
+        content = input_hash("output", output_digest(instance, job_ids[0]))
+    else:
+        content = input_hash("outputs", *(f"{i}={output_digest(instance, i)}" for i in job_ids))
+
+    def build(scratch: Path) -> Path:
+        _outputs_tar(instance, job_ids, scratch / f"{content}.tar")
+        return scratch / f"{content}.tar"
+    return node_cache.ReadOnlyInput(path, content, build)
+
+
+def _outputs_tar(instance: Path, job_ids: list[int], target: Path) -> None:
     with tarfile.open(target, "w") as archive:
-        for parent_id in parents:
-            files = JobFiles(instance, parent_id)
-            prefix = "" if len(parents) == 1 else f"{parent_id}/"
-            if len(parents) > 1:
-                folder = tarfile.TarInfo(str(parent_id))
+        for job_id in job_ids:
+            files = JobFiles(instance, job_id)
+            prefix = "" if len(job_ids) == 1 else f"{job_id}/"
+            if len(job_ids) > 1:
+                folder = tarfile.TarInfo(str(job_id))
                 folder.type, folder.mode = tarfile.DIRTYPE, 0o555
                 archive.addfile(folder)
             files.add_output_to(archive, prefix)
@@ -169,32 +231,50 @@ def attachments_tar(store: BlobStore, rows: list[JobAttachment], target: Path, p
                 archive.addfile(info, fh)
 
 
-def prepare(session: Session, settings: Settings, box: SecretBox, job: Job) -> Shipment:
-    """Everything the job's containers get before they start. Raises ServiceError when a source
-    can no longer be read (the job then ends in Error with that reason)."""
+def _inputs(session: Session, settings: Settings, box: SecretBox, job: Job, store: BlobStore,
+            writable_git: bool) -> list[node_cache.ReadOnlyInput]:
+    """The job's read-only inputs, each named by its content before anything is built."""
+    instance, source, found = settings.instance_path, job.source, []
+    if source is not None and source.git_commit and not writable_git:
+        url, commit = source.git_repository, source.git_commit
+        found.append(node_cache.ReadOnlyInput(GIT_DIR, input_hash("git", url, commit), lambda _scratch: gitsource.tree_tar(
+            session, settings, box, job.user_id, url, commit, prefix="")))
+    if source is not None and source.dataset is not None:
+        dataset = source.dataset
+        found.append(node_cache.ReadOnlyInput(INPUT_DIR, input_hash("dataset", dataset.content_hash),
+                                              lambda _scratch: _cached_input(instance, dataset, store)))
+    elif source is not None and source.data is not None:  # one data item: /kqi/input/{id}/{file}
+        placed = [(datasets.FLAT, source.data)]
+        content = input_hash("data", datasets.placed_hash(placed))
+
+        def data_tar(scratch: Path) -> Path:
+            datasets.write_data_tar(placed, store, scratch / f"{content}.tar")
+            return scratch / f"{content}.tar"
+        found.append(node_cache.ReadOnlyInput(INPUT_DIR, content, data_tar))
+    parents = parent_ids(session, job)
+    if parents:
+        found.append(outputs_input(instance, PARENT_DIR, parents))
+    return found
+
+
+def prepare(session: Session, settings: Settings, box: SecretBox, job: Job, writable_git: bool = False) -> Shipment:
+    """Everything the job's containers get before they start (`writable_git`: its kind's
+    JobKind.writable_git). Raises ServiceError when a source can no longer be read (the job then
+    ends in Error with that reason), now or when a node lacks it (Shipment.place)."""
     instance = settings.instance_path
     store = BlobStore(instance)
     scratch = JobFiles(instance, job.id).root / "shipping"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    shipment = Shipment(scratch)
+    shipment = Shipment(scratch, inputs=_inputs(session, settings, box, job, store, writable_git))
     source = job.source
-    if source is not None and source.git_commit:
+    if source is not None and source.git_commit and writable_git:
         shipment.archives.append(gitsource.tree_tar(session, settings, box, job.user_id, source.git_repository,
                                                     source.git_commit))
     rows = list(session.scalars(select(JobAttachment).where(JobAttachment.job_id == job.id).order_by(JobAttachment.id)))
     if rows:
         attachments_tar(store, rows, scratch / "attach.tar")
         shipment.archives.append(scratch / "attach.tar")
-    if source is not None and source.dataset is not None:
-        shipment.readonly.append((INPUT_DIR, _cached_input(instance, source.dataset, store)))
-    elif source is not None and source.data is not None:  # one data item: /kqi/input/{id}/{file}
-        datasets.write_data_tar([(datasets.FLAT, source.data)], store, scratch / "input.tar")
-        shipment.readonly.append((INPUT_DIR, scratch / "input.tar"))
-    parents = parent_ids(session, job)
-    if parents:
-        _parents_tar(instance, parents, scratch / "parent.tar")
-        shipment.readonly.append((PARENT_DIR, scratch / "parent.tar"))
     return shipment
 
 

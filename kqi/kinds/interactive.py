@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from kqi import validation as v
 from kqi.backends.base import ContainerSpec, NodeDriver, NodeError
 from kqi.crypto import SecretBox
+from kqi.jobs import sources as job_sources
 from kqi.jobs.files import JobFiles
 from kqi.jobs.kinds import JobKind, kind_of
 from kqi.models import Job, JobStatus, Node, utcnow
@@ -120,10 +121,7 @@ def ship(session: Session, instance: Path, job: Job, shipment) -> None:
             JobFiles(instance, row.previous_id).add_output_to(archive, OUTPUT_ARCHIVE_PREFIX, writable=True)
         shipment.archives.append(target)
     if row.run_id is not None:
-        target = shipment.scratch / "run-output.tar"
-        with tarfile.open(target, "w") as archive:
-            JobFiles(instance, row.run_id).add_output_to(archive)
-        shipment.readonly.append((PARENT_DIR, target))
+        shipment.inputs.append(job_sources.outputs_input(instance, PARENT_DIR, [row.run_id]))
 
 
 def adapt(session: Session, box: SecretBox, job: Job, spec: ContainerSpec) -> ContainerSpec:

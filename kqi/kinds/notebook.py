@@ -150,6 +150,8 @@ def as_dict(box: SecretBox, job: Job) -> dict[str, Any]:
 
 
 class NotebookKind(services.InteractiveKind):
+    writable_git = True  # a notebook is where the code gets edited
+
     def enforce(self, session, driver, settings, now):
         return services.expire_lifetimes(session, now)
 

@@ -30,13 +30,14 @@ from kqi.models.data import (
                              Registry,
                              RegistryCredential,
 )
-from kqi.models.nodes import Lease, NodeEvent, NodeGpu
+from kqi.models.nodes import Lease, NodeCacheEntry, NodeEvent, NodeGpu
 from kqi.models.preprocessing import Preprocessing, PreprocessingOutput, PreprocessingRun
 from kqi.models.runs import JobEvent, JobFavorite, JobTag
 from kqi.models.services import ServiceRun
 
 __all__ = ["ApiToken", "AuditEvent", "ClusterSample", "Data", "DataFile", "Dataset", "DatasetEntry", "GitServer",
            "GitToken", "GpuAllocation", "Job", "JobAttachment", "JobEvent", "JobFavorite", "JobParent", "JobPart",
-           "JobSource", "JobStatus", "JobTag", "Lease", "Membership", "Node", "NodeEvent", "NodeGpu", "Notification",
-           "NotificationPreference", "Preprocessing", "PreprocessingOutput", "PreprocessingRun", "Registry",
-           "RegistryCredential", "Role", "ServiceRun", "SiteSetting", "Tenant", "UsageRecord", "User", "utcnow"]
+           "JobSource", "JobStatus", "JobTag", "Lease", "Membership", "Node", "NodeCacheEntry", "NodeEvent", "NodeGpu",
+           "Notification", "NotificationPreference", "Preprocessing", "PreprocessingOutput", "PreprocessingRun",
+           "Registry", "RegistryCredential", "Role", "ServiceRun", "SiteSetting", "Tenant", "UsageRecord", "User",
+           "utcnow"]

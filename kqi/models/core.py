@@ -145,6 +145,11 @@ class Node(db.Model):
     gpu_source: Mapped[str] = mapped_column(String(16), default="declared")  # or "nvidia-smi"
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     down_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Read-only inputs (kqi/jobs/node_cache.py): a folder the server and this node both see (an NFS
+    # share), where they are kept and bound from instead of shipped; the node's cache volumes' budget
+    # (None: the site's node_cache_gb).
+    shared_storage: Mapped[str] = mapped_column(String(255), default="")
+    cache_gb: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     @property
     def capacity(self) -> Resources:

@@ -1,10 +1,10 @@
-"""Tables of the node layer: the GPUs of each node, the record of node state changes, and the
-scheduler lease (which of several server processes schedules)."""
+"""Tables of the node layer: the GPUs of each node, the record of node state changes, the inputs
+kept on each node, and the scheduler lease (which of several server processes schedules)."""
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kqi.extensions import db
@@ -47,3 +47,19 @@ class Lease(db.Model):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128), default="")
     expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class NodeCacheEntry(db.Model):
+    """A read-only input kept on a node as a cache volume named by its content hash
+    (kqi/jobs/node_cache.py). `state` is "filling" until the fill succeeded, then "ready": only a
+    ready entry is ever mounted, so a fill cut short by a crash is never taken for a complete one.
+    Least recently used entries are evicted when the node's cache goes over its budget."""
+
+    __tablename__ = "node_cache_entries"
+    __table_args__ = (UniqueConstraint("node_id", "content_hash"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="filling")
+    last_used_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

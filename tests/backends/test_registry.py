@@ -8,7 +8,7 @@ import re
 import pytest
 
 from kqi.backends import registry as backends
-from kqi.backends.base import ContainerSpec, Credentials, NodeError
+from kqi.backends.base import CachedInput, ContainerSpec, Credentials, NodeError
 from kqi.backends.docker.backend import DOCKER
 from kqi.backends.docker.engine import DockerEngineDriver
 from kqi.jobs.kinds import kind_of
@@ -145,7 +145,7 @@ def test_a_spec_needing_what_the_backend_lacks_is_refused_before_it_starts(plain
     backends.refuse_unsupported("plain:///x", spec)
     backends.refuse_unsupported("unix:///var/run/docker.sock", spec)
     needy = ContainerSpec(name="n", image="i", command="true", env={}, labels={}, resources=Resources(100, 64),
-                          ports=(8888,), readonly=(("/kqi/input", b""),), host_network=True)
+                          ports=(8888,), cached=(CachedInput("/kqi/input", volume="kqi-cache-s-0"),), host_network=True)
     backends.refuse_unsupported("unix:///var/run/docker.sock", needy)
     with pytest.raises(NodeError) as raised:
         backends.refuse_unsupported("plain:///x", needy)

@@ -142,7 +142,7 @@ class DockerEngineDriver:
             detach=True,
         )
         shipping.ensure_image(client, spec)
-        kwargs["volumes"] = shipping.readonly_volumes(client, spec)
+        kwargs["mounts"] = shipping.mounts(spec)
         return client.containers.create(**kwargs)
 
     def start(self, spec: ContainerSpec) -> str:
@@ -175,6 +175,18 @@ class DockerEngineDriver:
 
     def image_identity(self, image: str) -> dict[str, object]:
         return self._call(shipping.image_identity, image)
+
+    def cache_volume(self, name: str) -> dict[str, str] | None:
+        return self._call(shipping.cache_volume, name)
+
+    def fill_cache_volume(self, name: str, labels: dict[str, str], archive: Archive) -> None:
+        self._call(shipping.fill_cache_volume, name, labels, archive)
+
+    def cache_volumes(self, site: str) -> dict[str, dict[str, str]]:
+        return self._call(shipping.cache_volumes, site)
+
+    def remove_cache_volume(self, name: str) -> bool:
+        return self._call(shipping.remove_cache_volume, name)
 
     def containers(self, site: str) -> list[ContainerState]:
         found = self._call(lambda c: c.containers.list(all=True, filters={"label": f"{LABEL_SITE}={site}"}))
@@ -272,7 +284,7 @@ class DockerEngineDriver:
 
     def remove(self, container_id: str) -> None:
         try:
-            self._call(shipping.remove_container, container_id)  # and its read-only input volumes
+            self._call(lambda c: c.api.remove_container(container_id, force=True))
         except NodeError as exc:
             if isinstance(exc.__cause__, NotFound):
                 return  # already gone

@@ -1,24 +1,28 @@
 """What reaches a node before a job's container starts, over the Engine API alone (no shared
-filesystem): the image (pulled with the user's registry credentials, passed as the API's
-auth_config and never written on the node), archives unpacked into the container, and read-only
-inputs (/kqi/input, /kqi/parent): a named volume filled through a created-never-started helper
-container, then mounted read-only in the job's container.
+filesystem needed): the image (pulled with the user's registry credentials, passed as the API's
+auth_config and never written on the node), archives unpacked into the container, and the node's
+cache volumes of read-only inputs (/kqi/input, /kqi/parent, /kqi/git): one per content hash,
+filled once through a created-never-started helper container and mounted read-only by every job
+that needs it (which ones exist and which to fill or evict: kqi/jobs/node_cache.py).
 
 Functions take a docker-py client, so every transport (unix, TLS, SSH) shares them.
 """
 from __future__ import annotations
 
-import re
+import io
+import tarfile
 import time
 from pathlib import Path
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from kqi.backends.base import Archive, ContainerSpec, NodeError
+from kqi.backends.base import LABEL_CACHE, LABEL_SITE, Archive, ContainerSpec, NodeError
 
-LABEL_VOLUME_OF = "kqi.volume-of"  # the container a read-only input volume belongs to
 PROGRESS_EVERY_S = 1.0
+FILLER_IMAGE = "kqi-volume-filler:1"  # empty: see _filler_image
+FILL_AT = "/fill"  # where a helper container mounts the volume it fills
+LABEL_FILLS = "kqi.fills"  # a helper container: the cache volume it fills
 
 
 def archive_data(archive: Archive):
@@ -69,53 +73,73 @@ def _summary(image: str, layers: dict[str, str]) -> str:
     return f"pulling {image}: {done}/{len(layers)} layers done"
 
 
-def _volume_name(container: str, path: str) -> str:
-    return f"{container}.{re.sub(r'[^A-Za-z0-9_.-]', '-', path.strip('/'))}"
+def mounts(spec: ContainerSpec) -> list[docker.types.Mount]:
+    """create()'s `mounts` for the job's cached inputs, all read-only. A bind whose folder the node
+    lacks fails the create (the Mount API never makes an empty one up); a volume has been checked."""
+    return [docker.types.Mount(c.path, c.volume or c.host_path, type="volume" if c.volume else "bind", read_only=True)
+            for c in spec.cached]
 
 
-def readonly_volumes(client: docker.DockerClient, spec: ContainerSpec) -> dict[str, dict[str, str]]:
-    """Fill one volume per read-only input; return create()'s `volumes` mapping for them."""
-    mounts = {_volume_name(spec.name, path): {"bind": path, "mode": "ro"} for path, _ in spec.readonly}
-    if not spec.readonly:
-        return mounts
+def cache_volume(client: docker.DockerClient, name: str) -> dict[str, str] | None:
     try:
-        client.api.inspect_container(spec.name)
-        return mounts  # the job's container exists (an interrupted start): its volumes are filled
+        return client.api.inspect_volume(name).get("Labels") or {}
     except NotFound:
-        pass
-    for path, archive in spec.readonly:
-        name = _volume_name(spec.name, path)
+        return None
+
+
+def _filler_image(client: docker.DockerClient) -> str:
+    """The image of the helper containers that fill cache volumes: empty, imported on the node
+    (never pulled), so a fill needs neither the job's image nor its registry."""
+    try:
+        client.api.inspect_image(FILLER_IMAGE)
+    except ImageNotFound:
+        empty = io.BytesIO()
+        tarfile.open(fileobj=empty, mode="w").close()
+        repository, tag = FILLER_IMAGE.split(":")
+        client.api.import_image_from_data(empty.getvalue(), repository=repository, tag=tag)
+    return FILLER_IMAGE
+
+
+def fill_cache_volume(client: docker.DockerClient, name: str, labels: dict[str, str], archive: Archive) -> None:
+    """A fresh volume `name` holding the tar's contents, unpacked by the engine through a helper
+    container that is created but never started. Whatever an interrupted fill left under that
+    name goes first (kqi/jobs/node_cache.py only fills what it has not recorded as complete)."""
+    for leftover in client.api.containers(all=True, filters={"label": f"{LABEL_FILLS}={name}"}):
+        client.api.remove_container(leftover["Id"], force=True)
+    if not remove_cache_volume(client, name):
+        raise NodeError(f"cache volume {name} is in use by a container but not known to be complete")
+    client.api.create_volume(name, labels=labels)
+    # Not labelled with the site: the heartbeat would take it for a leftover job container.
+    helper = client.api.create_container(_filler_image(client), entrypoint=["/none"], command=[], network_disabled=True,
+                                         labels={LABEL_FILLS: name}, host_config=client.api.create_host_config(
+                                             mounts=[docker.types.Mount(FILL_AT, name, type="volume")]))
+    try:
+        data = archive_data(archive)
         try:
-            client.api.remove_volume(name, force=True)  # left half-filled by an interrupted start
-        except NotFound:
-            pass
-        client.api.create_volume(name, labels={**spec.labels, LABEL_VOLUME_OF: spec.name})
-        helper = client.api.create_container(spec.image, entrypoint=["/bin/true"], command=[], network_disabled=True,
-                                             host_config=client.api.create_host_config(binds={name: {"bind": path, "mode": "rw"}}))
-        try:
-            data = archive_data(archive)
-            try:
-                client.api.put_archive(helper["Id"], path, data)
-            finally:
-                if hasattr(data, "close"):
-                    data.close()
+            client.api.put_archive(helper["Id"], FILL_AT, data)
         finally:
-            client.api.remove_container(helper["Id"], force=True)
-    return mounts
+            if hasattr(data, "close"):
+                data.close()
+    finally:
+        client.api.remove_container(helper["Id"], force=True)
 
 
-def remove_container(client: docker.DockerClient, container_id: str) -> None:
-    """Remove a job's container and the read-only input volumes made for it."""
+def cache_volumes(client: docker.DockerClient, site: str) -> dict[str, dict[str, str]]:
+    found = client.api.volumes(filters={"label": [f"{LABEL_SITE}={site}", LABEL_CACHE]}).get("Volumes") or []
+    return {volume["Name"]: volume.get("Labels") or {} for volume in found}
+
+
+def remove_cache_volume(client: docker.DockerClient, name: str) -> bool:
+    """Remove the volume; False when a container (running or not) still uses it: the engine refuses."""
     try:
-        name = client.api.inspect_container(container_id)["Name"].lstrip("/")
+        client.api.remove_volume(name)
     except NotFound:
-        return
-    client.api.remove_container(container_id, force=True)
-    for volume in client.api.volumes(filters={"label": f"{LABEL_VOLUME_OF}={name}"}).get("Volumes") or []:
-        try:
-            client.api.remove_volume(volume["Name"], force=True)
-        except NotFound:
-            pass
+        return True
+    except APIError as exc:
+        if exc.status_code == 409:
+            return False
+        raise
+    return True
 
 
 def image_identity(client: docker.DockerClient, image: str) -> dict[str, object]:

@@ -89,6 +89,11 @@ SETTINGS = {
     "gpu_model": {"type": "string", "description": "model of the declared GPUs; becomes a partition label"},
     "tenants": {"type": ["array", "null"], "items": {"type": "string"}},
     "allow_notebooks": {"type": "boolean"}, "allow_tensorboard": {"type": "boolean"},
+    "shared_storage": {"type": ["string", "null"], "description": "a folder the server and the node both mount at "
+                       "this path (an NFS share): jobs' read-only inputs are kept there and bound read-only instead "
+                       "of shipped; empty: none"},
+    "cache_gb": {"type": ["number", "null"], "minimum": 0, "description": "budget of the node's cached read-only "
+                 "inputs (least recently used ones no container uses are removed over it); null: node_cache_gb"},
 }
 FINGERPRINT = {"type": "string", "pattern": "^SHA256:[A-Za-z0-9+/]{43}$"}
 ADMIN = ["nodes"]
@@ -108,6 +113,10 @@ def paths() -> dict[str, Any]:
         "ssh_host_key_fingerprint": NULLABLE_STRING, "host_key_confirmed": {"type": "boolean"},
         "tenants": {"type": ["array", "null"], "items": {"type": "string"}, "description": "null: public"},
         "allow_notebooks": {"type": "boolean"}, "allow_tensorboard": {"type": "boolean"},
+        "shared_storage": NULLABLE_STRING,
+        "cache_gb": {"type": ["number", "null"], "description": "null: node_cache_gb"},
+        "cache": obj({"volumes": {"type": "integer"}, "bytes": {"type": "integer"}},
+                     description="the node's cache volumes"),
         "cpu": AMOUNT, "memory_gb": AMOUNT,
         "gpus": obj({"total": {"type": "number"}, "used": {"type": "number"}, "free": {"type": "number"},
                      "source": {"enum": ["declared", "nvidia-smi"]}, "devices": {"type": "array", "items": GPU}}),
@@ -131,7 +140,8 @@ def paths() -> dict[str, Any]:
         "/admin/nodes/{node_id}": {
             "get": op("One node, its GPUs and what its jobs hold (administrators)", ok(node), tags=ADMIN,
                       parameters=NODE_ID),
-            "put": op("Change a node's state (Ready, Draining, Disabled), access or declared GPUs (administrators)",
+            "put": op("Change a node's state (Ready, Draining, Disabled), access, declared GPUs, shared storage or "
+                      "cache budget (administrators)",
                       ok(node), tags=ADMIN, parameters=NODE_ID,
                       request=body(obj({"state": {"enum": STATES[:3]}, **SETTINGS}, required=[]))),
         },

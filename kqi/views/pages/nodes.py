@@ -10,7 +10,8 @@ from kqi.extensions import db
 from kqi.views import sealer, settings
 from kqi.views.pages import blueprint, member_page, page, scheduler
 
-FORM_FIELDS = ("name", "url", "gpus", "gpu_model", "partition", "address")  # and the backends' credentials
+# The register form's fields besides the backends' credentials
+FORM_FIELDS = ("name", "url", "gpus", "gpu_model", "partition", "address", "shared_storage")
 
 
 def _timeout() -> int:
@@ -46,7 +47,7 @@ def node_list(who):
 def _detail(who, node, error=None, status=200):
     return page("nodes/detail.html", "nodes/_detail.html", node=node_registry.describe(db.session, node),
                 events=[node_registry.event_dict(e) for e in node_registry.events(db.session, node)],
-                is_admin=who.is_admin, error=error), status
+                is_admin=who.is_admin, error=error, node_cache_gb=settings().node_cache_gb), status
 
 
 @blueprint.get("/nodes/<int:node_id>")
@@ -83,6 +84,14 @@ def node_set_access(who, node_id: int):
     names = [n.strip() for n in request.form.get("tenants", "").split(",") if n.strip()]
     body = {"tenants": names or None, "allow_notebooks": "allow_notebooks" in request.form,
             "allow_tensorboard": "allow_tensorboard" in request.form}
+    return _admin_action(who, node_id, lambda node: node_registry.update(db.session, node, body))
+
+
+@blueprint.post("/nodes/<int:node_id>/storage")
+@member_page
+def node_set_storage(who, node_id: int):
+    body = {"shared_storage": request.form.get("shared_storage", "").strip(),
+            "cache_gb": request.form.get("cache_gb", "").strip() or None}
     return _admin_action(who, node_id, lambda node: node_registry.update(db.session, node, body))
 
 
