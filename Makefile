@@ -1,4 +1,5 @@
-# kqi: `make run` starts the server, `make test` runs every test. Both set up what they need.
+# kqi: `make run` starts the server, `make test` runs every test, `make sim` compares scheduling policies
+# on the openb trace. Each sets up what it needs.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -35,6 +36,10 @@ lint: $(VENV)/.dev-deps
 bench: $(VENV)/.dev-deps
 	bash scripts/test-deps.sh
 	$(PY) -m bench
+
+sim: $(VENV)/.dev-deps
+	$(PY) -m sim --trace sim/traces/openb_first2000.csv --nodes 4 --gpus-per-node 8 --cpu-per-node 96 \
+		--memory-gb-per-node 512 --policy all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

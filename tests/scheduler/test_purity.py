@@ -31,3 +31,14 @@ def test_the_resources_value_the_core_may_use_is_pure_too():
     imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert imported <= ALLOWED - {"kqi.scheduler.fit", "kqi.scheduler.model", "kqi.scheduler.order"}, imported
+
+
+def test_the_product_package_never_imports_dev_only_libraries():
+    """numpy and matplotlib are test/benchmark dependencies (requirements-dev.txt): only sim/ uses them."""
+    offenders = []
+    for path in sorted((Path(__file__).parents[2] / "kqi").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in {"numpy", "matplotlib", "sim"}]
+    assert not offenders

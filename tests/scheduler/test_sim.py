@@ -1,10 +1,12 @@
 """Smoke test: a 30-job synthetic trace runs through every policy, in JSON and with a PNG."""
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
-from kqi.scheduler import sim, workload
 from kqi.scheduler.plan import POLICIES
+from sim import replay, workload
 
 HEADER = ",".join(workload.COLUMNS)
 
@@ -23,8 +25,8 @@ def test_all_policies_on_a_small_trace(tmp_path, capsys):
     trace = tmp_path / "trace.csv"
     write_trace(trace)
     png = tmp_path / "out.png"
-    results = sim.main(["--trace", str(trace), "--nodes", "2", "--gpus-per-node", "4", "--cpu-per-node", "16",
-                        "--memory-gb-per-node", "64", "--policy", "all", "--json", "--png", str(png)])
+    results = replay.main(["--trace", str(trace), "--nodes", "2", "--gpus-per-node", "4", "--cpu-per-node", "16",
+                           "--memory-gb-per-node", "64", "--policy", "all", "--json", "--png", str(png)])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["policy"] for line in lines] == list(POLICIES)
     for line, result in zip(lines, results):
@@ -41,3 +43,10 @@ def test_generated_workload_is_seeded():
     assert first == workload.generate(seed=3, jobs=50)
     assert {row["num_gpu"] for row in first} <= {"1", "2", "4", "8"}
     assert first != workload.generate(seed=4, jobs=50)
+
+
+def test_the_default_trace_is_in_the_repository():
+    assert replay.DEFAULT_TRACE.is_file()
+    assert replay.DEFAULT_TRACE.parent == Path(replay.__file__).resolve().parent / "traces"
+    with open(replay.DEFAULT_TRACE, newline="") as f:
+        assert tuple(csv.DictReader(f).fieldnames) == workload.COLUMNS

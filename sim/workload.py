@@ -1,10 +1,10 @@
-"""A generated multi-GPU workload in the trace schema (see /work/shared/traces/README.md).
+"""A generated multi-GPU workload in the trace schema (see sim/traces/README.md).
 
 The public openb trace is almost all one-GPU tasks; this generator adds the mix that makes
 placement hard: jobs asking 1, 2, 4 or 8 whole GPUs with heavy-tailed run times. It is seeded
 (numpy's PCG64 via default_rng), so `--seed 7 --jobs 1500` always writes the same rows.
 
-    python -m kqi.scheduler.workload --seed 7 --jobs 1500 --out multi_gpu.csv
+    python -m sim.workload --seed 7 --jobs 1500 --out multi_gpu.csv
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """Replay a trace through `plan()` in simulated time and compare policies.
 
-    python -m kqi.scheduler.sim --trace FILE --nodes 4 --gpus-per-node 8 --cpu-per-node 96 \
+    python -m sim [--trace FILE] --nodes 4 --gpus-per-node 8 --cpu-per-node 96 \
         --memory-gb-per-node 512 --policy all [--limit-factor 2] [--json] [--png FILE]
-    python -m kqi.scheduler.sim --generate multi-gpu --seed 7 --jobs 1500 ...
+    python -m sim --generate multi-gpu --seed 7 --jobs 1500 ...
+
+Without --trace or --generate it replays sim/traces/openb_first2000.csv (schema: sim/traces/README.md).
 
 Discrete events: the clock jumps from one submission or job end to the next, and plan() runs
 once per distinct event time with everything that happened at that time applied first. A job
@@ -22,6 +24,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -34,8 +37,10 @@ from kqi.scheduler.model import (
     RunningJob,
 )
 from kqi.scheduler.plan import POLICIES, plan
-from kqi.scheduler.workload import generate
+from sim.workload import generate
 
+TRACES = Path(__file__).resolve().parent / "traces"
+DEFAULT_TRACE = TRACES / "openb_first2000.csv"
 TENANTS = 3
 USAGE_HALF_LIFE_S = 86400.0
 GENERATORS = {"multi-gpu": generate}
@@ -204,8 +209,9 @@ def draw(results: list[Result], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> list[Result]:
     parser = argparse.ArgumentParser(description="Replay a job trace through kqi's planner.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--trace", help="CSV in the schema of /work/shared/traces/README.md")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--trace", help="CSV in the schema of sim/traces/README.md (default: "
+                        "sim/traces/openb_first2000.csv)")
     source.add_argument("--generate", choices=sorted(GENERATORS), help="use a generated workload instead")
     parser.add_argument("--seed", type=int, default=7, help="generator seed")
     parser.add_argument("--jobs", type=int, default=1500, help="generator job count")
@@ -218,8 +224,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--json", action="store_true", help="one JSON object per policy per line")
     parser.add_argument("--png", help="draw queue length and GPU utilisation over time here")
     args = parser.parse_args(argv)
-    if args.trace:
-        with open(args.trace, newline="") as f:
+    if not args.generate:
+        with open(args.trace or DEFAULT_TRACE, newline="") as f:
             jobs = read_rows(csv.DictReader(f), args.limit_factor)
     else:
         jobs = read_rows(GENERATORS[args.generate](args.seed, args.jobs), args.limit_factor)

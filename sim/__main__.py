@@ -1,0 +1,4 @@
+"""`python -m sim ...`: see sim/replay.py."""
+from sim.replay import main
+
+main()
