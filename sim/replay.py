@@ -208,13 +208,14 @@ def draw(results: list[Result], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
-    parser = argparse.ArgumentParser(description="Replay a job trace through kqi's planner.")
+    parser = argparse.ArgumentParser(prog="python -m sim", description="Replay a job trace through kqi's planner.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--trace", help="CSV in the schema of sim/traces/README.md (default: "
                         "sim/traces/openb_first2000.csv)")
     source.add_argument("--generate", choices=sorted(GENERATORS), help="use a generated workload instead")
     parser.add_argument("--seed", type=int, default=7, help="generator seed")
     parser.add_argument("--jobs", type=int, default=1500, help="generator job count")
+    parser.add_argument("--load", type=float, default=0.9, help="generator offered load on 32 GPUs")
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--cpu-per-node", type=int, default=96, help="cores")
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         with open(args.trace or DEFAULT_TRACE, newline="") as f:
             jobs = read_rows(csv.DictReader(f), args.limit_factor)
     else:
-        jobs = read_rows(GENERATORS[args.generate](args.seed, args.jobs), args.limit_factor)
+        jobs = read_rows(GENERATORS[args.generate](args.seed, args.jobs, args.load), args.limit_factor)
     nodes = make_nodes(args.nodes, args.gpus_per_node, args.cpu_per_node, args.memory_gb_per_node)
     policies = list(POLICIES) if args.policy == "all" else [args.policy]
     results = [simulate(jobs, nodes, policy) for policy in policies]

@@ -27,13 +27,14 @@ CPU_MILLI_PER_GPU = 10_000
 MEMORY_MIB_PER_GPU = 48 * 1024
 
 
-def generate(seed: int = 7, jobs: int = 1500) -> list[dict[str, str]]:
+def generate(seed: int = 7, jobs: int = 1500, load: float = OFFERED_LOAD) -> list[dict[str, str]]:
+    """`jobs` rows; arrivals paced so that they offer `load` x CLUSTER_GPUS GPUs on average."""
     rng = np.random.default_rng(seed)
     gpus = rng.choice(GPU_COUNTS, size=jobs, p=GPU_WEIGHTS)
     durations = np.minimum(MAX_DURATION_S,
                            np.maximum(1.0, rng.lognormal(np.log(MEDIAN_DURATION_S), DURATION_SIGMA, jobs))).round()
     mean_gpu_seconds = float(np.mean(gpus * durations))
-    gaps = rng.exponential(mean_gpu_seconds / (CLUSTER_GPUS * OFFERED_LOAD), size=jobs)
+    gaps = rng.exponential(mean_gpu_seconds / (CLUSTER_GPUS * load), size=jobs)
     submits = np.concatenate(([0.0], np.cumsum(gaps[1:]))).round()
     cpu_scale = rng.uniform(0.5, 1.0, size=jobs)
     rows = []
@@ -55,12 +56,13 @@ def write_csv(rows: list[dict[str, str]], out) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sim.workload", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=1500)
+    parser.add_argument("--load", type=float, default=OFFERED_LOAD, help="offered load on 32 GPUs (default 0.9)")
     parser.add_argument("--out", help="CSV path (default: stdout)")
     args = parser.parse_args(argv)
-    rows = generate(args.seed, args.jobs)
+    rows = generate(args.seed, args.jobs, args.load)
     if args.out:
         with open(args.out, "w", newline="") as out:
             write_csv(rows, out)
