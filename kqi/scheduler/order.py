@@ -98,6 +98,20 @@ class StrictOrder:
         pass
 
 
+class PriorityOrder:
+    """Highest effective priority (priority + aging), then submit time, then job id: kqi's order
+    without fair share. With equal priorities it is submit order, as EASY's."""
+
+    def __init__(self, queue: tuple[JobRequest, ...], now: float):
+        self._jobs = sorted(queue, key=lambda j: (-effective_priority(j, now), j.submit_time, j.job_id))
+
+    def __iter__(self) -> Iterator[JobRequest]:
+        return iter(self._jobs)
+
+    def placed(self, job: JobRequest) -> None:
+        pass
+
+
 class FairShareOrder:
     """Highest effective priority, then least-used tenant, then submit time, then job id.
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kqi.scheduler.fit import (
     NodeFree,
@@ -56,9 +56,11 @@ from kqi.scheduler.model import (
     Plan,
     Reason,
     Reservation,
+    RunningJob,
 )
 from kqi.scheduler.order import (
     FairShareOrder,
+    PriorityOrder,
     StrictOrder,
     backfill_key,
     backlog_seconds,
@@ -77,11 +79,14 @@ class Policy:
     # backlog and that has waited at least long_first[1] x the backlog is tried first, longest
     # first (order.backfill_key). None: never.
     long_first: tuple[float, float] | None = None
+    # With fair share: plan in priority order (order.PriorityOrder) instead whenever the fair-share
+    # plan would push back the first job that cannot start in that order (see _guard_head).
+    head_guard: bool = False
 
 
 POLICIES = {
     "kqi": Policy(fair_share=True, node_choice="pack", smart_gpus=True, backfill=True, response_ratio_backfill=True,
-                  reservations=2, long_first=(1.5, 0.5)),
+                  reservations=2, long_first=(1.5, 0.5), head_guard=True),
     "fifo": Policy(fair_share=False, node_choice="first", smart_gpus=False, backfill=False),
     "spread": Policy(fair_share=False, node_choice="spread", smart_gpus=False, backfill=False),
     "backfill": Policy(fair_share=False, node_choice="first", smart_gpus=False, backfill=True),
@@ -91,7 +96,64 @@ POLICIES = {
 def plan(state: ClusterState, policy: str = "kqi") -> Plan:
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
-    return _Pass(state, POLICIES[policy]).run()
+    chosen = POLICIES[policy]
+    result = _Pass(state, chosen).run()
+    if chosen.head_guard and chosen.fair_share and result.pending:
+        return _guard_head(state, chosen, result)
+    return result
+
+
+def _guard_head(state: ClusterState, policy: Policy, fair: Plan) -> Plan:
+    """The fair-share plan, unless it costs EASY's guarantees; then the plan in priority order.
+
+    The priority-order plan walks the queue by order.PriorityOrder (priority + aging, then submit
+    time: EASY's order when priorities are equal) with the rest of kqi unchanged (node choice, two
+    reservations, backfill order). Its first blocked job, the head, is reserved at time T. The
+    fair-share plan is used unless
+    * it pushes the head's earliest start past T: it starts a job (typically a newly arrived job
+      of a less-used tenant that EASY would only have backfilled) that holds what the head needs
+      past T, so the head loses its reservation and, for a wide job, the GPUs it was waiting for
+      idle meanwhile; or
+    * it starts less now than the priority-order plan (fit.dominant share, summed): it picks a job
+      of a less-used tenant that leaves idle what an older job would have used, e.g. a 1-GPU job
+      before an 8-GPU job on an empty node.
+    So fair share decides whenever it only changes who uses the capacity, not how much is used.
+    """
+    ordered_pass = _Pass(state, policy)
+    ordered = ordered_pass.run(PriorityOrder(state.queue, state.now))
+    if ordered.placements == fair.placements:
+        return fair
+    if _started(state, ordered) > _started(state, fair) * (1 + 1e-9) + 1e-12:
+        return ordered
+    if not ordered_pass.reservations:
+        return fair
+    head = ordered_pass.reservations[0]
+    if head.start_at == math.inf or any(p.job_id == head.job.job_id for p in fair.placements):
+        return fair
+    return ordered if _earliest_start(state, policy, fair, head.job) > head.start_at else fair
+
+
+def _started(state: ClusterState, result: Plan) -> float:
+    """How much of the cluster a plan starts now: per part, its largest fraction of the cluster's
+    cpu, memory or GPUs (dominant share), summed."""
+    cpu = sum(n.cpu_milli for n in state.nodes) or 1
+    memory = sum(n.memory_mib for n in state.nodes) or 1
+    gpus = WHOLE_GPU * sum(1 for n in state.nodes for g in n.gpus if not g.busy) or 1
+    return sum(max(part.cpu_milli / cpu, part.memory_mib / memory, part.gpu_milli / gpus)
+               for placement in result.placements for part in placement.parts)
+
+
+def _earliest_start(state: ClusterState, policy: Policy, result: Plan, job: JobRequest) -> float:
+    """When `job` could start at the earliest after `result`'s placements, all running to their
+    time limits (reservations of `result` ignored; math.inf when never known)."""
+    limits = {j.job_id: (j.tenant, j.time_limit_s) for j in state.queue}
+    placed = tuple(RunningJob(p.job_id, limits[p.job_id][0], p.parts, state.now, limits[p.job_id][1])
+                   for p in result.placements)
+    alone = _Pass(ClusterState(state.now, state.nodes, state.running + placed, (job,)),
+                  replace(policy, reservations=1, head_guard=False))
+    if alone.run().placements:
+        return state.now
+    return alone.reservations[0].start_at if alone.reservations else math.inf
 
 
 _RANK = {code: rank for rank, code in enumerate(PER_NODE_ORDER)}
@@ -141,10 +203,11 @@ class _Pass:
         self.groups: dict[tuple, int] = {}  # (eligible names, static reasons) -> a small number
         self.never: dict[tuple, list[Reason]] = {}
 
-    def run(self) -> Plan:
+    def run(self, order=None) -> Plan:
         state = self.state
-        order = (FairShareOrder(state.queue, state.usage, state.now) if self.policy.fair_share
-                 else StrictOrder(state.queue))
+        if order is None:
+            order = (FairShareOrder(state.queue, state.usage, state.now) if self.policy.fair_share
+                     else StrictOrder(state.queue))
         ranked = enumerate(order, 1)
         for position, job in ranked:
             self._decide(position, job, order)
