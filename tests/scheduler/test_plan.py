@@ -317,7 +317,8 @@ def test_fair_share_does_not_take_the_head_jobs_reservation():
     result = plan(cluster)
     assert placed(result) == {}
     assert result.reservations == (Reservation(31, 9092, ("a",)), Reservation(33, 15_908, ("a",)))
-    assert waiting(result)[33][1][0] == "waiting behind reservation for job 31"
+    assert waiting(result)[33][1][0] == R(model.DELAYS_RESERVATION, job=31, nodes=1)
+    assert worded(result)[33][0] == "waiting behind reservation for job 31"
 
 
 def test_fair_share_does_not_leave_idle_what_the_older_job_would_use():
