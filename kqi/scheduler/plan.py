@@ -18,6 +18,10 @@ explicit priority, then jobs that set the makespan (time limit >= 1.5 x the queu
 waiting >= 0.5 x the backlog; longest first), then highest response ratio (order.backfill_key).
 Who gets the reservations is still decided by the full kqi order, so fair share and aging bound
 every job's wait (docs/scheduler.md has the measurements).
+
+Head guard (_guard_head): when a kqi pass leaves jobs pending, the queue is also planned in
+priority-then-submit order, and that plan is used if the fair-share one starts less now or pushes
+back its first blocked job (EASY's head), so fair share cannot take a reservation away.
 """
 from __future__ import annotations
 
