@@ -163,11 +163,6 @@ def _earliest_start(state: ClusterState, policy: Policy, result: Plan, job: JobR
 _RANK = {code: rank for rank, code in enumerate(PER_NODE_ORDER)}
 
 
-def _aggregate(counts: Counter, **params) -> list[Reason]:
-    """Per-node reason codes counted over nodes, the most common first (ties in PER_NODE_ORDER)."""
-    return [Reason.of(code, nodes=n, **params) for code, n in sorted(counts.items(), key=lambda cn: (-cn[1], _RANK[cn[0]]))]
-
-
 def _shape(job: JobRequest, group: int) -> tuple:
     """What decides whether a job fits: jobs with equal shapes fit or fail together."""
     return (job.cpu_milli, job.memory_mib, job.gpu_milli, job.nodes, group)
@@ -206,6 +201,7 @@ class _Pass:
         self.eligibility: dict[tuple, tuple[list[NodeFree], list[Reason], int]] = {}
         self.groups: dict[tuple, int] = {}  # (eligible names, static reasons) -> a small number
         self.never: dict[tuple, list[Reason]] = {}
+        self.counted: dict[tuple, Reason] = {}  # (code, nodes, when_idle) -> its one Reason in this pass
 
     def run(self, order=None) -> Plan:
         state = self.state
@@ -267,6 +263,18 @@ class _Pass:
             return reasons + [self._reserve(job, eligible)]
         return reasons
 
+    def _aggregate(self, counts: Counter, when_idle: bool | None = None) -> list[Reason]:
+        """Per-node reason codes counted over nodes, the most common first (ties in PER_NODE_ORDER).
+        Built once per pass each: most waiting jobs wait for the same few."""
+        reasons = []
+        for code, n in sorted(counts.items(), key=lambda cn: (-cn[1], _RANK[cn[0]])):
+            reason = self.counted.get((code, n, when_idle))
+            if reason is None:  # params in name order, as Reason.of would sort them
+                params = (("nodes", n),) if when_idle is None else (("nodes", n), ("when_idle", when_idle))
+                reason = self.counted[code, n, when_idle] = Reason(code, params)
+            reasons.append(reason)
+        return reasons
+
     def _hold(self, tenant: str, parts: tuple[AllocatedPart, ...]) -> None:
         held = self.in_use.setdefault(tenant, [0, 0, 0])
         for part in parts:
@@ -305,7 +313,7 @@ class _Pass:
                     counts[TENANT_NOT_ALLOWED] += 1
                 else:
                     nodes.append(self.free[view.name])
-            static = _aggregate(counts)
+            static = self._aggregate(counts)
             if not views:
                 static = self._no_nodes(job, in_partition)
             group = self.groups.setdefault((tuple(n.name for n in nodes), tuple(static)), len(self.groups))
@@ -340,7 +348,7 @@ class _Pass:
                     hosts += not reasons
                 reasons = []
                 if hosts < job.nodes:
-                    reasons = static + _aggregate(counts, when_idle=True)
+                    reasons = static + self._aggregate(counts, when_idle=True)
                     if job.nodes > 1:
                         reasons.append(Reason.of(GANG_SHORT, parts=job.nodes, nodes=hosts, when_idle=True))
                 self.never[key] = reasons
@@ -374,7 +382,7 @@ class _Pass:
         if len(fits) >= job.nodes:
             return tuple(make_part(node, job, gpus) for node, gpus in self._choose(job, fits)), None
         waiting = counts.pop(DELAYS_RESERVATION, 0)
-        reasons = _aggregate(counts, when_idle=False)
+        reasons = self._aggregate(counts, when_idle=False)
         if waiting:
             reasons.append(Reason.of(DELAYS_RESERVATION, job=waiting_for.job.job_id, nodes=waiting))
         if fits:
