@@ -42,6 +42,7 @@ class Settings:
     scheduler_interval_s: float = 2.0  # fallback only: a submit wakes the loop at once
     site_id: str = ""  # empty: generated once; labels this site's containers on shared engines
     stop_grace_s: int = 10  # SIGTERM, then SIGKILL after this long, when a job is halted or times out
+    node_parallel_ops: int = 4  # container operations (start, stop, collect, remove) at once on each node
     heartbeat_timeout_s: float = 5.0  # a node that does not answer its heartbeat (every tick) within this is Unreachable
     node_offline_grace_s: float = 15.0  # unreachable this long: Offline, and its jobs are lost
     gpu_refresh_s: float = 60.0  # how often nvidia-smi is read over SSH to see GPUs busy with others' processes

@@ -205,6 +205,9 @@ def transition(session: Session, job_id: int, expected: JobStatus, new: JobStatu
     transaction, so resources are never held by a job that has ended."""
     if new == JobStatus.RUNNING:
         values.setdefault("started_at", utcnow())
+    if new in (JobStatus.RUNNING, JobStatus.QUEUED):  # a new step: its node failures start from none
+        values.setdefault("failed_tries", 0)
+        values.setdefault("retry_at", None)
     if new.finished:
         values.setdefault("completed_at", utcnow())
         values.setdefault("queue_position", None)

@@ -191,6 +191,10 @@ class Job(db.Model):
     # Killed with this reason; a user's halt leaves it empty (UserCanceled, "halted by user").
     halt_reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
     requeue_on_node_loss: Mapped[bool] = mapped_column(Boolean, default=False)  # else Killed, "node lost"
+    # Infrastructure failures of the job's current node operation (start, or stop and collection) in
+    # a row, and when it is tried again; at kqi/jobs/runner.py MAX_TRIES the job ends as Error.
+    failed_tries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pending_reasons: Mapped[list] = mapped_column(JSON, default=list)  # in words (kqi/scheduler/reasons.py)
     pending_reason_codes: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")  # as data: code, params
