@@ -121,6 +121,16 @@ def factory(app):
     return Factory(app)
 
 
+def ticked(scheduler, timeout: float = 120):
+    """A tick of a scheduler ticked by hand, then the node actions it handed out done (a start, a
+    job's end with the removal of its containers): for tests that poll the loop step by step."""
+    def tick():
+        scheduler.tick()
+        assert scheduler.executors.drain(timeout), f"node actions still running: {scheduler.executors.in_flight()}"
+
+    return tick
+
+
 def wait_for(predicate, timeout: float = 60, interval: float = 0.2, tick=None):
     """Poll until predicate() is truthy (calling tick() between polls); return its value."""
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kqi.models import Role
-from tests.conftest import Factory, wait_for
+from tests.conftest import Factory, ticked, wait_for
 
 IMAGE = "kqi-test/busybox:1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,11 +75,11 @@ class NodeSite:
 
     def wait_status(self, job_id, *statuses, timeout=60):
         return wait_for(lambda: self.job(job_id)["status"] in statuses and self.job(job_id), timeout=timeout,
-                        tick=self.scheduler.tick)
+                        tick=ticked(self.scheduler))
 
     def wait_node_state(self, node_id, state, timeout=60):
         return wait_for(lambda: self.node(node_id)["state"] == state and self.node(node_id), timeout=timeout,
-                        tick=self.scheduler.tick, interval=0.5)
+                        tick=ticked(self.scheduler), interval=0.5)
 
 
 def site_containers(engines, site, job_id=None):

@@ -13,7 +13,7 @@ import pytest
 import kqi
 from kqi.extensions import db
 from kqi.models import Node
-from tests.conftest import make_app
+from tests.conftest import make_app, ticked, wait_for
 from tests.infra import engines as infra_engines
 from tests.infra import sshd as infra_sshd
 from tests.infra.plugin import missing_part
@@ -182,9 +182,9 @@ def test_ssh_node_waits_for_its_host_key_then_discovers_gpus_and_runs_jobs(site,
 
     # Someone's process moves to GPU 0: the heartbeat's nvidia-smi sees it, and kqi uses GPU 1.
     _other_process_on(gpu_sshd.bin_dir, "0")
-    site.scheduler.tick()
-    devices = site.node(node["id"])["gpus"]["devices"]
-    assert [g["busy"] for g in devices] == [True, False]
+    # a heartbeat over SSH may come after the tick that asked for it (which waits only briefly)
+    wait_for(lambda: [g["busy"] for g in site.node(node["id"])["gpus"]["devices"]] == [True, False], timeout=20,
+             tick=ticked(site.scheduler))
     moved = site.submit(command="echo $KQI_GPU_INDICES", gpu=1)
     assert site.wait_status(moved, "Completed", "Failed", "Error")["gpu_indices"] == [1]
     events = site.events(node["id"])

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 import kqi
-from tests.conftest import make_app, wait_for
+from tests.conftest import make_app, ticked, wait_for
 from tests.test_training_on_engines import IMAGE, Cluster
 
 pytestmark = pytest.mark.engines
@@ -53,7 +53,7 @@ class Services(Cluster):
 
     def wait_notebook(self, job_id, *statuses, timeout=60):
         return wait_for(lambda: self.notebook(job_id)["status"] in statuses and self.notebook(job_id),
-                        timeout=timeout, tick=self.scheduler.tick)
+                        timeout=timeout, tick=ticked(self.scheduler))
 
 
 @pytest.fixture
@@ -123,10 +123,10 @@ def test_tensorboard_on_a_flagged_node_reads_the_runs_outputs_and_stops_when_idl
     def board():
         return services.api.get(f"/api/v1/training/{run_id}/tensorboard").get_json()["tensorboard"]
 
-    running = wait_for(lambda: board()["url"] and board(), timeout=60, tick=services.scheduler.tick)
+    running = wait_for(lambda: board()["url"] and board(), timeout=60, tick=ticked(services.scheduler))
     assert running["id"] == board_id and running["node"] == "node2" and running["run_id"] == run_id
     assert wait_for(lambda: reachable(running["url"] + "events.txt"), timeout=20) == b"scalars\n"
     assert services.api.post(f"/api/v1/training/{run_id}/tensorboard").status_code == 200  # the same one
-    ended = wait_for(lambda: board()["status"] != "Running" and board(), timeout=60, tick=services.scheduler.tick)
+    ended = wait_for(lambda: board()["status"] != "Running" and board(), timeout=60, tick=ticked(services.scheduler))
     assert ended["status"] == "Killed" and ended["reason"] == "idle: no requests for 4 s", ended
     assert services.containers(board_id) == []

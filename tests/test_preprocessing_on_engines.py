@@ -7,7 +7,7 @@ import pytest
 import kqi
 from kqi.extensions import db
 from kqi.models import Job
-from tests.conftest import make_app, wait_for
+from tests.conftest import make_app, ticked, wait_for
 from tests.test_data_api import upload
 from tests.test_job_contract_on_engines import git
 from tests.test_training_on_engines import IMAGE, Cluster
@@ -41,7 +41,7 @@ def wait_ended(cluster, definition_id, count):
         items = history(cluster, definition_id)
         return len(items) == count and all(i["status"] not in ("Queued", "Starting", "Running") for i in items) and items
 
-    return wait_for(ended, timeout=90, tick=cluster.scheduler.tick)
+    return wait_for(ended, timeout=90, tick=ticked(cluster.scheduler))
 
 
 def test_a_definition_over_two_data_items_makes_new_data_with_lineage(cluster, tmp_path):

@@ -12,7 +12,7 @@ from kqi.backends.base import Credentials
 from kqi.backends.docker.engine import DockerEngineDriver
 from kqi.extensions import db
 from kqi.models.admin import AuditEvent
-from tests.conftest import make_app, wait_for
+from tests.conftest import make_app, ticked, wait_for
 from tests.test_training_on_engines import IMAGE, Cluster
 
 pytestmark = pytest.mark.engines
@@ -129,4 +129,4 @@ def _wait_inference(cluster, job_id, *statuses):
         job = cluster.api.get(f"/api/v1/inference/{job_id}").get_json()
         return job if job["status"] in statuses else None
 
-    return wait_for(seen, timeout=60, tick=cluster.scheduler.tick)
+    return wait_for(seen, timeout=60, tick=ticked(cluster.scheduler))

@@ -7,7 +7,7 @@ import pytest
 import kqi
 from kqi.extensions import db
 from kqi.models import GpuAllocation, Job, JobPart, Role
-from tests.conftest import ApiClient, Factory, make_app, wait_for
+from tests.conftest import ApiClient, Factory, make_app, ticked, wait_for
 
 pytestmark = pytest.mark.engines
 IMAGE = "kqi-test/busybox:1"
@@ -44,7 +44,7 @@ class Cluster:
 
     def wait_status(self, job_id, *statuses, timeout=60):
         return wait_for(lambda: self.job(job_id)["status"] in statuses and self.job(job_id), timeout=timeout,
-                        tick=self.scheduler.tick)
+                        tick=ticked(self.scheduler))
 
     def containers(self, job_id=None):
         site = kqi.settings_of(self.app).site_id

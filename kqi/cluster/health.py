@@ -7,17 +7,22 @@ Unreachable (missed its last heartbeat: takes no new jobs, its running jobs are 
 Offline (unreachable past the grace period: its jobs end Killed, reason "node lost", or go back
 to the queue when they asked for it). Only Ready takes new jobs. Every change is a NodeEvent.
 
-The heartbeat is one container listing per node per tick, run in a small thread pool with a
-per-call timeout; the loop waits for it only on nodes that answered last time, so a node that hangs
-costs one timeout once and never stalls the loop for the others. The listing also feeds the watch.
+The heartbeat is a ping and one container listing per node per tick, run in a small thread pool
+with a per-call timeout. The loop waits briefly (ANSWER_WAIT_S) only for the heartbeats it asked for
+in this tick from nodes that answered last time; one that comes later wakes the loop, and a ping
+not answered within the timeout makes its node Unreachable. So a node that hangs costs the loop
+that short wait once, never its timeout, and never stalls it for the others. A node that answers
+its ping but not its listing in time is busy, not lost: it stays up, and its jobs wait for a
+listing to be judged on. The listing also feeds the watch.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -34,6 +39,9 @@ READY, DRAINING, DISABLED = "Ready", "Draining", "Disabled"
 UNCONFIRMED, HOST_KEY_CHANGED, UNREACHABLE, OFFLINE = "Unconfirmed", "HostKeyChanged", "Unreachable", "Offline"
 ADMIN_STATES = (READY, DRAINING, DISABLED)
 NODE_LOST = "node lost"
+# How long a tick waits for the listings it just asked for (a healthy engine answers in a few ms);
+# the rest arrive between ticks and wake the loop.
+ANSWER_WAIT_S = 0.5
 
 
 def set_state(session: Session, node: Node, state: str, message: str = "") -> bool:
@@ -60,49 +68,68 @@ class Outcome:
     containers: list[ContainerState] | None = None
     error: NodeError | None = None
     gpus: list[GpuInfo] | None = None  # nvidia-smi's view, when it was asked for this time
-    fresh: bool = True  # asked for in this tick: only such a listing may judge the node's jobs
+    asked_at: datetime | None = None  # when the listing was asked for (naive UTC, as the job times)
+    unlisted: str = ""  # the node answered, but not its listing in time: why (no job is judged on it)
 
     @property
     def listing(self) -> list[ContainerState] | None:
-        return self.containers if self.fresh else None
+        return self.containers
+
+
+@dataclass(frozen=True)
+class _Beat:
+    began: float  # monotonic
+    asked_at: datetime
+    answered: threading.Event  # its ping came back: the node is up, whatever its listing takes
+    future: concurrent.futures.Future
 
 
 class Prober:
-    """Runs the heartbeat listings in a thread pool, with a deadline for each."""
+    """Runs the heartbeat listings in a thread pool, with a deadline for each. `on_late_answer`
+    is called (from the pool) when a listing the loop stopped waiting for arrives."""
 
-    def __init__(self, timeout_s: float, workers: int = 8):
+    def __init__(self, timeout_s: float, workers: int = 8, wait_s: float = ANSWER_WAIT_S,
+                 on_late_answer: Callable[[], None] = lambda: None):
         self.timeout_s = timeout_s
+        self.wait_s = min(wait_s, timeout_s)
+        self._on_late_answer = on_late_answer
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kqi-heartbeat")
         # A call still running from an earlier tick is not repeated: a hung node holds one thread at most.
-        self._inflight: dict[int, tuple[float, concurrent.futures.Future]] = {}
+        self._inflight: dict[int, _Beat] = {}
 
     def probe(self, targets: list[tuple[Node, NodeDriver]], site: str, gpus_of: set[int] = frozenset()
               ) -> dict[int, Outcome]:
-        """One heartbeat of each target; `gpus_of`: nodes whose nvidia-smi is read this time too."""
-        now = time.monotonic()
-        waited, asked = [], set()
+        """The heartbeats that are in: a listing asked for now, or an earlier one that arrived since.
+        `gpus_of`: nodes whose nvidia-smi is read this time too. A node whose call is still running
+        has no outcome until its timeout passes (then an error)."""
+        now, asked_at = time.monotonic(), utcnow()
+        waited = []
         for node, driver in targets:
             if node.id not in self._inflight:
-                self._inflight[node.id] = (now, self._pool.submit(_beat, driver, site, node.id in gpus_of))
-                asked.add(node.id)
-            if node.down_since is None:
-                waited.append(self._inflight[node.id][1])
-        concurrent.futures.wait(waited, timeout=self.timeout_s)
+                answered = threading.Event()
+                beat = _Beat(now, asked_at, answered, self._pool.submit(_beat, driver, site, node.id in gpus_of, answered))
+                self._inflight[node.id] = beat
+                if node.down_since is None:  # a node that answered: its answer is worth a short wait
+                    waited.append(beat.future)
+        concurrent.futures.wait(waited, timeout=self.wait_s)
+        for future in waited:
+            if not future.done():  # its answer will wake the loop (at once if it came meanwhile)
+                future.add_done_callback(lambda _future: self._on_late_answer())
         outcomes = {}
         for node, _driver in targets:
-            started, future = self._inflight[node.id]
-            if future.done():
+            beat = self._inflight[node.id]
+            if beat.future.done():
                 del self._inflight[node.id]
                 try:
-                    containers, gpus = future.result()
-                    outcomes[node.id] = Outcome(containers=containers, gpus=gpus, fresh=node.id in asked)
+                    outcomes[node.id] = replace(beat.future.result(), asked_at=beat.asked_at)
                 except NodeError as exc:
-                    outcomes[node.id] = Outcome(error=exc)
+                    outcomes[node.id] = Outcome(error=exc, asked_at=beat.asked_at)
                 except Exception as exc:  # a driver bug must not take the loop down; it shows on the node
                     log.exception("heartbeat of node %s failed", node.name)
-                    outcomes[node.id] = Outcome(error=NodeError(f"heartbeat failed: {exc}"))
-            elif time.monotonic() - started >= self.timeout_s or node.down_since is None:
-                outcomes[node.id] = Outcome(error=NodeError(f"no answer within {self.timeout_s:g} s"))
+                    outcomes[node.id] = Outcome(error=NodeError(f"heartbeat failed: {exc}"), asked_at=beat.asked_at)
+            elif not beat.answered.is_set() and time.monotonic() - beat.began >= self.timeout_s:
+                outcomes[node.id] = Outcome(error=NodeError(f"no answer within {self.timeout_s:g} s"),
+                                            asked_at=beat.asked_at)
         return outcomes
 
     def forget(self, node_id: int) -> None:
@@ -113,15 +140,27 @@ class Prober:
         self._inflight.clear()
 
 
-def _beat(driver: NodeDriver, site: str, with_gpus: bool) -> tuple[list[ContainerState], list[GpuInfo] | None]:
-    containers = driver.containers(site)
-    if not with_gpus:
-        return containers, None
+def _beat(driver: NodeDriver, site: str, with_gpus: bool, answered: threading.Event) -> Outcome:
+    driver.ping()
+    answered.set()  # the node is up, whatever its listing does
     try:
-        return containers, driver.gpus()
-    except NodeError as exc:  # the engine answers: the node is up, only its GPU view is stale
-        log.warning("nvidia-smi on a node failed: %s", exc)
-        return containers, None
+        containers, unlisted = driver.containers(site), ""
+    except NodeError as exc:
+        # An engine that answers but does not list in time is busy with one container: reading a
+        # container's state waits for its lock, which an archive of it holds (collecting a job's
+        # 100,000 output files, a page browsing a running job's outputs). That must not make the
+        # node (and every job on it) look lost; its jobs are judged on a later listing.
+        if isinstance(exc, HostKeyMismatch):
+            raise
+        log.warning("a node answered but did not list its containers: %s", exc)
+        containers, unlisted = None, f"containers not listed: {exc}"
+    gpus = None
+    if with_gpus:
+        try:
+            gpus = driver.gpus()
+        except NodeError as exc:  # the engine answers: the node is up, only its GPU view is stale
+            log.warning("nvidia-smi on a node failed: %s", exc)
+    return Outcome(containers=containers, gpus=gpus, unlisted=unlisted)
 
 
 def busy_indices(session: Session, node_id: int, found: list[GpuInfo]) -> set[int]:
@@ -153,7 +192,7 @@ def record_heartbeats(session: Session, nodes: list[Node], outcomes: dict[int, O
                 _mark_busy(session, node, outcome.gpus)
             node.last_seen_at = now
             node.down_since = None
-            node.last_error = ""
+            node.last_error = outcome.unlisted[:1000]
             set_state(session, node, node.admin_state, "answering again" if node.state in (UNREACHABLE, OFFLINE) else "")
             continue
         error = outcome.error

@@ -1,21 +1,26 @@
 """Carries jobs out on their nodes: start containers, watch them, collect what they leave.
 
-Only the scheduler loop calls start/watch (one writer per job); the views call the readers at
-the end. A job has one part per node it runs on (a gang job several, rank 0 the master), and
-each part is one container labelled with the site, the job and the rank.
+The scheduler loop calls watch (database only) and hands each job's next step (start, finish,
+remove) to the executors of its node (kqi/scheduler/executors.py), one step per job at a time;
+each step re-reads the job in its own session and changes its status by compare-and-set, and
+whatever goes wrong in it is that job's. The views call the readers at the end. A job has one
+part per node it runs on (a gang job several, rank 0 the master), and each part is one container
+labelled with the site, the job and the rank.
 """
 from __future__ import annotations
 
+import errno
 import logging
-import time
+import tarfile
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, object_session, selectinload
 
 from kqi.admin import site_settings
 from kqi.backends import registry as backends
@@ -56,6 +61,10 @@ OUTPUT_PREFIX = "output"  # how the engine names /kqi/output's members in an arc
 GANG_PORT_BASE, GANG_PORT_SPAN = 20000, 20000  # MASTER_PORT = base + job id mod span
 LOG_VIEW_BYTES = 2 << 20  # the most of a log's end a page shows
 LOG_VIEW_LINES = 20_000  # the lines of a page's "whole log" (the download has all of it)
+# A node operation (starting a job, ending it) that fails for the node's sake is tried again after
+# FIRST_RETRY_S, then twice as long each time; the MAX_TRIES-th failure in a row ends the job as Error.
+MAX_TRIES, FIRST_RETRY_S = 5, 2.0
+CONTAINER_GONE = "container disappeared from the node"
 
 
 @dataclass(frozen=True)
@@ -138,24 +147,86 @@ def spec_for(job: Job, part: JobPart, ctx: RunContext,
     )
 
 
+def _remove_all(ctx: RunContext, containers: list[tuple[Node, str]]) -> None:
+    """Remove these containers (best effort: the watch removes leftovers of ended jobs once their
+    node answers)."""
+    for node, container_id in containers:
+        if container_id:
+            try:
+                ctx.driver(node).remove(container_id)
+            except NodeError:
+                pass
+
+
 def _discard(ctx: RunContext, job: Job) -> None:
     """Remove whatever containers a job that will not run has on its nodes (best effort)."""
-    for part in job.parts:
-        if part.container_id:
-            try:
-                ctx.driver(part.node).remove(part.container_id)
-            except NodeError:
-                pass  # the watch loop removes leftovers of ended jobs once the node answers
+    _remove_all(ctx, [(part.node, part.container_id) for part in job.parts])
 
 
-def start(session: Session, ctx: RunContext, job: Job) -> None:
-    """Start every part of a job the planner placed (status Starting). Safe to repeat after a
-    crash: the driver adopts a started container of the same name and replaces an unstarted one."""
+def _hold_nothing(session: Session) -> None:
+    """End the action's transaction before node I/O (a pull, a shipment, a stop's grace, a
+    collection), keeping what it loaded: no pooled connection is held and no SQLite snapshot kept
+    open meanwhile. What it loaded may go stale; every status change after is a compare-and-set."""
+    expire, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, for a job's reason: an engine's message, an OS error's words (never the
+    server's paths), else the exception's type and text."""
+    if isinstance(exc, NodeError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text[:1000]
+
+
+def _failed_try(session: Session, ctx: RunContext, job_id: int, expected: JobStatus, doing: str,
+                exc: BaseException) -> bool:
+    """An infrastructure failure while `doing` (starting a job, ending it): the job is tried again
+    after a backoff (FIRST_RETRY_S, doubling), or after MAX_TRIES failures in a row ends as Error
+    saying what happened. True when it ended."""
+    session.rollback()
+    job = session.get(Job, job_id)
+    if job is None or job.status != expected:
+        return False  # ended meanwhile: nothing left to try
+    tries = job.failed_tries + 1
+    what = f"{doing} failed: {_describe(exc)}"
+    log.warning("job %s: %s (try %d of %d)", job_id, what, tries, MAX_TRIES)
+    if tries >= MAX_TRIES:
+        ended = jobs.transition(session, job_id, expected, JobStatus.ERROR, failed_tries=tries, retry_at=None,
+                                reason=f"gave up after {tries} tries: {what}"[:2000])
+        session.commit()
+        if ended:
+            _discard(ctx, job)
+        return ended
+    delay_s = FIRST_RETRY_S * 2 ** (tries - 1)
+    session.execute(update(Job).where(Job.id == job_id, Job.status == expected).values(
+        failed_tries=tries, retry_at=utcnow() + timedelta(seconds=delay_s),
+        reason=f"{what}; try {tries + 1} of {MAX_TRIES} in {delay_s:g} s"[:2000],
+    ).execution_options(synchronize_session=False))
+    session.commit()
+    return False
+
+
+def start(session: Session, ctx: RunContext, job_id: int) -> bool:
+    """Start every part of a job the planner placed (status Starting); True when the job ended
+    instead (halted meanwhile, refused by its node: its resources are free). Safe to repeat after
+    a crash or a failed try: the driver adopts a started container of the same name and replaces
+    an unstarted one, so a job never runs twice."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.STARTING:
+        return False  # started or ended meanwhile
     if job.halt_requested:
         _discard(ctx, job)
-        jobs.transition(session, job.id, JobStatus.STARTING, JobStatus.USER_CANCELED, reason="halted by user")
+        ended = jobs.transition(session, job.id, JobStatus.STARTING, JobStatus.USER_CANCELED, reason="halted by user")
         session.commit()
-        return
+        return ended
     shipment = None
     try:
         kind = kind_of(job.kind)
@@ -164,29 +235,48 @@ def start(session: Session, ctx: RunContext, job: Job) -> None:
         specs = [kind.adapt(session, ctx.box, job, spec_for(job, part, ctx, shipment)) for part in job.parts]
         for part, spec in zip(job.parts, specs):  # every part's backend can run it, before any starts
             backends.refuse_unsupported(part.node.url, spec)
-        for part, spec in zip(job.parts, specs):
-            part.container_id = ctx.driver(part.node).start(spec)
-        kind.on_started(session, ctx.driver(job.parts[0].node), job)
-        master = job.parts[0]
-        job_sources.record_provenance(session, job, specs[0].env, ctx.driver(master.node).image_identity(job.image))
+        drivers = [ctx.driver(part.node) for part in job.parts]
+        _hold_nothing(session)
+        for part, driver, spec in zip(job.parts, drivers, specs):
+            part.container_id = driver.start(spec)
+        image = drivers[0].image_identity(job.image)
+        kind.on_started(session, drivers[0], job)
+        job_sources.record_provenance(session, job, specs[0].env, image)
+        session.flush()
     except (NodeError, ServiceError) as exc:
-        log.warning("job %s could not start: %s", job.id, exc)
+        if isinstance(exc, NodeError) and exc.infrastructure:  # tried again; a started container is adopted then
+            return _failed_try(session, ctx, job_id, JobStatus.STARTING, "starting", exc)
+        log.warning("job %s could not start: %s", job_id, exc)
         _discard(ctx, job)
         session.rollback()
-        jobs.transition(session, job.id, JobStatus.STARTING, JobStatus.ERROR, reason=str(exc)[:2000])
+        ended = jobs.transition(session, job_id, JobStatus.STARTING, JobStatus.ERROR, reason=str(exc)[:2000])
         session.commit()
-        return
+        return ended
+    except Exception as exc:  # the shipment's files, a kind's hook: this job's failure, tried again, then Error
+        log.exception("job %s: starting failed", job_id)
+        return _failed_try(session, ctx, job_id, JobStatus.STARTING, "starting", exc)
     finally:
         if shipment is not None:
             shipment.discard()
-        job_sources.PullProgress(ctx.instance, job.id).clear()
-    session.flush()
-    jobs.transition(session, job.id, JobStatus.STARTING, JobStatus.RUNNING)
+        job_sources.PullProgress(ctx.instance, job_id).clear()
+    started = [(part.node, part.container_id) for part in job.parts]
+    cleared = {"reason": ""} if job.failed_tries else {}  # the failed tries' note
+    if not jobs.transition(session, job_id, JobStatus.STARTING, JobStatus.RUNNING, **cleared):
+        session.rollback()  # ended while it started (an administrator force-ended it): it must not run on
+        _remove_all(ctx, started)
+        return False
     session.commit()
+    return False
 
 
-def jobs_starting(session: Session) -> list[Job]:
-    return list(session.scalars(select(Job).where(Job.status == JobStatus.STARTING).order_by(Job.id)))
+def jobs_starting(session: Session, now: datetime) -> list[Job]:
+    """Jobs placed and not yet started, but those waiting to try again after a failure."""
+    return list(session.scalars(select(Job).where(Job.status == JobStatus.STARTING, _not_waiting(now))
+                                .order_by(Job.id)))
+
+
+def _not_waiting(now: datetime):
+    return or_(Job.retry_at.is_(None), Job.retry_at <= now)
 
 
 def _past_time_limit(job: Job) -> bool:
@@ -210,37 +300,102 @@ def _outcome(states: list[ContainerState]) -> tuple[JobStatus, str, int | None] 
     return None
 
 
-class _NodeStates:
-    """The heartbeat's listing of this site's containers on each node that answered, for one watch
-    pass. A container counts for a job's part only on the node that part is placed on; any other
-    (a job that ended or was requeued while its node was away, a crash between collect and remove)
-    is a leftover."""
+@dataclass(frozen=True)
+class Listing:
+    """The heartbeat's listing of this site's containers on one node that answered, and when it
+    was asked for (naive UTC)."""
 
-    def __init__(self, session: Session, ctx: RunContext, listings: dict[int, list[ContainerState]]):
-        self.ctx = ctx
-        self.reachable: set[int] = set(listings)
-        self.by_part: dict[tuple[int, int], ContainerState] = {}
-        self.leftovers: list[tuple[int, ContainerState]] = []
-        rows = session.execute(select(JobPart.job_id, JobPart.rank, JobPart.node_id)
-                               .join(Job, Job.id == JobPart.job_id).where(Job.status.in_(jobs.ACTIVE)))
-        placed = {(job_id, rank): node_id for job_id, rank, node_id in rows}
-        for node_id, found in listings.items():
-            for state in found:
-                key = (state.job_id, state.rank)
-                if placed.get(key) == node_id:
-                    self.by_part[key] = state
-                else:
-                    self.leftovers.append((node_id, state))
+    asked_at: datetime
+    containers: list[ContainerState]
 
-    def refresh(self, job: Job) -> list[ContainerState | None]:
-        for node in {part.node for part in job.parts}:
-            for state in self.ctx.driver(node).containers(self.ctx.site):
-                if state.job_id == job.id:
-                    self.by_part[(job.id, state.rank)] = state
-        return self.of(job)
 
-    def of(self, job: Job) -> list[ContainerState | None]:
-        return [self.by_part.get((job.id, part.rank)) for part in job.parts]
+@dataclass(frozen=True)
+class Ending:
+    """A running job the watch found must end, with its containers' states as listed (rank order;
+    None where a container is gone) and, when the watch decided it (a halt, the time limit), how it
+    ends; None: as its containers say once stopped."""
+
+    job_id: int
+    node_id: int  # the master's node: whose executor ends it
+    states: tuple[ContainerState | None, ...]
+    decided: tuple[JobStatus, str, int | None] | None
+
+    @property
+    def vanished(self) -> bool:
+        return any(state is None for state in self.states)
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A container of this site that no active job has on that node (a job that ended or was
+    requeued while its node was away, a crash between an end's commit and its removal)."""
+
+    node_id: int
+    job_id: int
+    container_id: str
+
+
+def watch(session: Session, listings: dict[int, Listing], busy: Callable[[int], bool] = lambda _job_id: False
+          ) -> tuple[list[Ending], list[Leftover]]:
+    """Compare the running jobs with their containers as the heartbeat listed them (per node id
+    that answered): which must end, and which containers are leftovers. Reads only the database:
+    the executors stop, collect and remove. A job is judged only on listings asked for after it
+    started, and not while an action of it is in flight (`busy`) or it waits to try again; jobs on
+    a node that did not answer are left alone (kqi/cluster/health.py ends them once it is lost)."""
+    rows = session.execute(select(JobPart.job_id, JobPart.rank, JobPart.node_id)
+                           .join(Job, Job.id == JobPart.job_id).where(Job.status.in_(jobs.ACTIVE)))
+    placed = {(job_id, rank): node_id for job_id, rank, node_id in rows}
+    by_part: dict[tuple[int, int], ContainerState] = {}
+    leftovers = []
+    for node_id, listing in listings.items():
+        for state in listing.containers:
+            key = (state.job_id, state.rank)
+            if placed.get(key) == node_id:
+                by_part[key] = state
+            else:
+                leftovers.append(Leftover(node_id, state.job_id, state.container_id))
+    now = utcnow()
+    endings = []
+    running = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING, _not_waiting(now))
+                              .options(selectinload(Job.parts)).order_by(Job.id))
+    for job in running:
+        seen = [listings.get(part.node_id) for part in job.parts]
+        if busy(job.id) or any(listing is None or job.started_at is None or listing.asked_at <= job.started_at
+                               for listing in seen):
+            continue
+        states = tuple(by_part.get((job.id, part.rank)) for part in job.parts)
+        decided = _decide(job, states)
+        if decided is not False:
+            endings.append(Ending(job.id, job.parts[0].node_id, states, decided))
+    return endings, leftovers
+
+
+def _decide(job: Job, states: tuple[ContainerState | None, ...]
+            ) -> tuple[JobStatus, str, int | None] | None | Literal[False]:
+    """How the watch ends a running job: (status, reason, exit code) when that is decided now,
+    None when its containers say it once stopped, False when it runs on."""
+    if any(state is None for state in states):
+        return JobStatus.ERROR, CONTAINER_GONE, None
+    ended = _outcome(list(states))
+    if job.halt_requested:
+        # kqi's own halt (a notebook's lifetime, an idle TensorBoard) carries its reason; a user's does not
+        status, reason = (JobStatus.KILLED, job.halt_reason) if job.halt_reason else (JobStatus.USER_CANCELED, "halted by user")
+        return status, reason, ended[2] if ended else None
+    if ended is not None:
+        return ended
+    if _past_time_limit(job):
+        return JobStatus.KILLED, "time limit", None
+    return False
+
+
+def _listed_again(ctx: RunContext, job: Job) -> list[ContainerState | None]:
+    """The job's containers as their nodes list them now (after a stop)."""
+    found: dict[int, ContainerState] = {}
+    for node in {part.node for part in job.parts}:
+        for state in ctx.driver(node).containers(ctx.site):
+            if state.job_id == job.id:
+                found[state.rank] = state
+    return [found.get(part.rank) for part in job.parts]
 
 
 def _collect(ctx: RunContext, job: Job, states: list[ContainerState], max_log: SizeLimit,
@@ -260,88 +415,128 @@ def _collect(ctx: RunContext, job: Job, states: list[ContainerState], max_log: S
     return stored, [f"log cut at {max_log}" if log_cut else "", stored.cut_note()]
 
 
-def _finish(session: Session, ctx: RunContext, nodes: _NodeStates, job: Job, states: list[ContainerState],
-            decided: tuple[JobStatus, str, int | None] | None) -> bool:
-    """Stop what still runs, collect, end the job. False when a node failed midway (retried)."""
-    limits = site_settings.current(session)
-    try:
-        if any(s.running for s in states):
-            for part, state in zip(job.parts, states):
-                if state.running:
-                    ctx.driver(part.node).stop(state.container_id, ctx.stop_grace_s)
-            states = nodes.refresh(job)
-        status, reason, exit_code = decided or _outcome(states) or (JobStatus.KILLED, "stopped", None)
-        stored, notes = _collect(ctx, job, states, SizeLimit(limits["max_log_gb"]), SizeLimit(limits["max_output_gb"]))
-    except NodeError as exc:
-        log.warning("finishing job %s failed, will retry: %s", job.id, exc)
+def _jobs_own(exc: Exception) -> bool:
+    """Whether a failure while collecting comes from what the job left in its container (a file
+    where /kqi/output should be, the folder removed, names the instance's file system refuses,
+    the container gone) rather than from reaching its node: no retry helps those."""
+    if isinstance(exc, NodeError):
+        return not exc.infrastructure
+    if isinstance(exc, (ConnectionError, TimeoutError)):
         return False
+    if isinstance(exc, OSError):
+        return exc.errno is not None  # a file system's refusal; errors of a dropped engine stream carry none
+    return isinstance(exc, (tarfile.TarError, UnicodeError, ValueError))
+
+
+def _collection_fault(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.ENOTDIR):
+        return f"outputs not collected: {OUTPUT_DIR} is not a folder of files and folders"
+    if isinstance(exc, NodeError) and "could not find the file" in str(exc).lower():
+        return f"outputs not collected: {OUTPUT_DIR} was removed from the container"
+    return f"outputs not collected: {_describe(exc)}"
+
+
+def _with_fault(status: JobStatus, reason: str, fault: str) -> tuple[JobStatus, str]:
+    """A job that would have completed fails when what it left could not be collected; one that
+    ended otherwise keeps its status, and its reason says both."""
+    if status == JobStatus.COMPLETED:
+        return JobStatus.FAILED, fault
+    return status, f"{reason}; {fault}" if reason else fault
+
+
+def finish(session: Session, ctx: RunContext, ending: Ending) -> bool:
+    """End a running job the watch found done: stop what still runs, collect its logs and outputs,
+    write its end, remove its containers. True when it ended. A failure reaching a node is tried
+    again (then Error); whatever the job did to its own container ends the job, never the loop."""
+    job = session.get(Job, ending.job_id)
+    if job is None or job.status != JobStatus.RUNNING:
+        return False  # ended meanwhile (force-ended, lost with its node): the watch removes its containers
+    try:
+        return _finish(session, ctx, job, ending)
+    except Exception as exc:  # a node that failed midway, the database: tried again after a backoff, then Error
+        if not isinstance(exc, NodeError):
+            log.exception("job %s: ending it failed", ending.job_id)
+        return _failed_try(session, ctx, ending.job_id, JobStatus.RUNNING, "ending it", exc)
+
+
+def _finish(session: Session, ctx: RunContext, job: Job, ending: Ending) -> bool:
+    limits = site_settings.current(session)
+    states = list(ending.states)
+    if not ending.vanished:
+        drivers = [ctx.driver(part.node) for part in job.parts]
+        _hold_nothing(session)
+        if any(state.running for state in states):
+            for driver, state in zip(drivers, states):
+                if state.running:
+                    try:
+                        driver.stop(state.container_id, ctx.stop_grace_s)
+                    except NodeError as exc:
+                        if exc.infrastructure:
+                            raise
+                        # the engine refused: the container went meanwhile, which the listing below shows
+            states = _listed_again(ctx, job)
+    if any(state is None for state in states):
+        return _gone(session, ctx, job)
+    status, reason, exit_code = ending.decided or _outcome(states) or (JobStatus.KILLED, "stopped", None)
+    try:
+        stored, notes = _collect(ctx, job, states, SizeLimit(limits["max_log_gb"]), SizeLimit(limits["max_output_gb"]))
+    except Exception as exc:
+        if not _jobs_own(exc):
+            raise
+        if isinstance(exc, NodeError) and any(state is None for state in _listed_again(ctx, job)):
+            return _gone(session, ctx, job)  # removed behind kqi's back while it was being collected
+        log.warning("job %s: collecting failed: %s", job.id, exc, exc_info=True)
+        stored, notes = StoredOutput(), []
+        status, reason = _with_fault(status, reason, _collection_fault(exc))
+    for refusals in (stored.unsafe, stored.over_limit):
+        refusals.names = [_printable(name) for name in refusals.names]
     job_sources.record_refused_outputs(session, job, stored)
     status, reason = kind_of(job.kind).on_collected(session, ctx.settings, job, status, reason)
     reason = "; ".join(part for part in (reason, *notes) if part)
-    jobs.transition(session, job.id, JobStatus.RUNNING, status, exit_code=exit_code, reason=reason,
-                    value=runs.read_value(ctx.instance, job.id))  # /kqi/output/value.txt, as collected
+    if not jobs.transition(session, job.id, JobStatus.RUNNING, status, exit_code=exit_code, reason=reason[:2000],
+                           value=runs.read_value(ctx.instance, job.id)):  # /kqi/output/value.txt, as collected
+        session.rollback()  # ended meanwhile: nothing of this end is kept but its files
+        _remove_all(ctx, [(part.node, state.container_id) for part, state in zip(job.parts, states)])
+        return False
     session.commit()
     # Removed only now: a server killed before the commit finds the containers again and ends the
     # job in its true state; one killed after it leaves them as leftovers, removed on a later pass.
-    for part, state in zip(job.parts, states):
-        try:
-            ctx.driver(part.node).remove(state.container_id)
-        except NodeError:
-            pass
+    _remove_all(ctx, [(part.node, state.container_id) for part, state in zip(job.parts, states)])
     return True
 
 
-def _watch_job(session: Session, ctx: RunContext, nodes: _NodeStates, job: Job) -> bool:
-    states = nodes.of(job)
-    if any(state is None for state in states):
-        _discard(ctx, job)
-        jobs.transition(session, job.id, JobStatus.RUNNING, JobStatus.ERROR, reason="container disappeared from the node")
-        session.commit()
-        return True
-    if job.halt_requested:
-        ended = _outcome(states)
-        # kqi's own halt (a notebook's lifetime, an idle TensorBoard) carries its reason; a user's does not
-        status, reason = (JobStatus.KILLED, job.halt_reason) if job.halt_reason else (JobStatus.USER_CANCELED, "halted by user")
-        decided = (status, reason, ended[2] if ended else None)
-        return _finish(session, ctx, nodes, job, states, decided)
-    outcome = _outcome(states)
-    if outcome is not None:
-        return _finish(session, ctx, nodes, job, states, outcome)
-    if _past_time_limit(job):
-        return _finish(session, ctx, nodes, job, states, (JobStatus.KILLED, "time limit", None))
-    return False
-
-
-def watch(session: Session, ctx: RunContext, listings: dict[int, list[ContainerState]],
-          until: float | None = None) -> int | None:
-    """Bring every running job up to date with its containers (as the heartbeat listed them, per
-    node id that answered); remove leftovers; return how many jobs ended, or None when time ran out
-    (`until`, monotonic) first. Jobs on a node that did not answer are left alone
-    (kqi/cluster/health.py ends them once the node is lost)."""
-    nodes = _NodeStates(session, ctx, listings)
-    running = [job for job in jobs.active(session) if job.status == JobStatus.RUNNING]
-    ended = 0
-    for job in running:
-        if until is not None and time.monotonic() > until:
-            return None
-        if all(part.node_id in nodes.reachable for part in job.parts):
-            ended += _watch_job(session, ctx, nodes, job)
-    for node_id, state in nodes.leftovers:
-        try:
-            ctx.driver(session.get(Node, node_id)).remove(state.container_id)
-        except NodeError:
-            pass  # tried again on the next pass
+def _gone(session: Session, ctx: RunContext, job: Job) -> bool:
+    """End a job one of whose containers is no longer on its node (its other parts are removed)."""
+    _discard(ctx, job)
+    ended = jobs.transition(session, job.id, JobStatus.RUNNING, JobStatus.ERROR, reason=CONTAINER_GONE)
+    session.commit()
     return ended
 
 
-def discard_parts(ctx: RunContext, job: Job, skip_nodes: set[int]) -> None:
-    """Remove a job's containers except on `skip_nodes` (nodes that do not answer), best effort."""
-    for part in job.parts:
-        if part.container_id and part.node_id not in skip_nodes:
-            try:
-                ctx.driver(part.node).remove(part.container_id)
-            except NodeError:
-                pass  # removed as a leftover once the node answers
+def _printable(name: str) -> str:
+    """An archive member's name as text any database takes: bytes that were not UTF-8 (kept by
+    tarfile as lone surrogates) shown as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def remove(session: Session, ctx: RunContext, node_id: int, container_id: str) -> bool:
+    """Remove one container (a leftover, or a part of a job lost with another node); True when it
+    is gone. A node that fails is asked again on a later pass."""
+    node = session.get(Node, node_id)
+    if node is None:
+        return False
+    try:
+        ctx.driver(node).remove(container_id)
+    except NodeError as exc:
+        log.info("removing container %s on node %s failed: %s", container_id[:12], node.name, exc)
+        return False
+    return True
+
+
+def containers_off(job: Job, skip_nodes: set[int]) -> list[tuple[int, str]]:
+    """A job's containers, as (node id, container id), except on `skip_nodes` (nodes that do not answer)."""
+    return [(part.node_id, part.container_id) for part in job.parts
+            if part.container_id and part.node_id not in skip_nodes]
 
 
 # Reading a job's log and outputs: live from its node while it runs, from storage after.

@@ -44,6 +44,7 @@ class SchedulerLease:
         """Take or renew the lease; True while this process may schedule. Commits."""
         if not self._shared(session):
             self.unbroken = True
+            self._expires_by = float("inf")  # one process: nobody else can take it
             return True
         asked_at = time.monotonic()  # the database stamps its expiry after this: it lasts at least ttl from here
         params = {"me": self.holder, "ttl": self.ttl_s, "name": NAME}
@@ -53,6 +54,11 @@ class SchedulerLease:
         self.held = taken
         self._expires_by = asked_at + self.ttl_s if taken else float("-inf")
         return taken
+
+    def current(self) -> bool:
+        """Whether the lease taken by the last hold() is certainly still this process's (no
+        database round trip: work handed out by a tick checks it before it begins)."""
+        return time.monotonic() < self._expires_by
 
     def release(self, session: Session) -> None:
         """Let another process take over at once (a clean shutdown)."""

@@ -1,7 +1,10 @@
-"""The scheduler loop, the one impure part of the scheduler: read, plan, apply, act, watch.
+"""The scheduler loop, the one impure part of the scheduler: read, plan, apply, dispatch.
 
 It runs in the server process under APScheduler. A submit calls wake() so a job starts at once;
-the interval is only the fallback that also watches running containers.
+the interval is only the fallback that also watches running containers. A tick never waits for a
+container: it hands every node operation (start, stop and collect, remove, a kind's checks) to
+the node's executors (kqi/scheduler/executors.py), and an operation that changed what the
+planner sees (a job ended) wakes it again.
 """
 from __future__ import annotations
 
@@ -9,13 +12,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from kqi.admin import notify
 from kqi.backends import registry as backends
-from kqi.backends.base import ContainerState, NodeDriver, NodeError
+from kqi.backends.base import NodeDriver, NodeError
 from kqi.cluster import health as node_health
 from kqi.cluster import registry as node_registry
 from kqi.cluster import samples as cluster_samples
@@ -26,6 +30,7 @@ from kqi.jobs import kinds
 from kqi.jobs import runner as job_runner
 from kqi.models import Node, utcnow
 from kqi.scheduler import pg_wake, snapshot
+from kqi.scheduler.executors import NodeExecutors
 from kqi.scheduler.lease import SchedulerLease
 from kqi.scheduler.plan import plan
 
@@ -33,9 +38,7 @@ log = logging.getLogger(__name__)
 TICK_JOB = "kqi-scheduler-tick"
 MIN_REST_S, MAX_REST_S = 0.05, 5.0  # rest between back-to-back ticks: none below the first, at most the second
 REST_FACTOR = 3.0  # the rest after a long tick, in multiples of its CPU time: the loop takes at most a quarter
-# Watching (collecting ended jobs) and starting containers each stop after this long in one tick and
-# go on in the next one at once, so the heartbeat (the start of every tick) is never long delayed.
-PHASE_BUDGET_S = 5.0
+KINDS_LANE = "kinds"  # the executor lane of the kinds' own checks (kqi/jobs/kinds.py enforce), beside the nodes'
 # On a long queue, a queued job's stored position follows the queue at most this late: a tick
 # writes at most MOVES_AT_ONCE moves, all of them only every POSITION_REFRESH_S (snapshot.apply).
 POSITION_REFRESH_S, MOVES_AT_ONCE = 5.0, 500
@@ -65,7 +68,10 @@ class SchedulerService:
         # node id -> (what the driver was made from, driver); heartbeats use drivers with a short timeout
         self._drivers: dict[int, tuple[tuple, NodeDriver]] = {}
         self._probe_drivers: dict[int, tuple[tuple, NodeDriver]] = {}
-        self.prober = node_health.Prober(settings.heartbeat_timeout_s)
+        self._drivers_lock = threading.Lock()  # the executors' threads ask for drivers too
+        self.prober = node_health.Prober(settings.heartbeat_timeout_s, on_late_answer=self._tick_soon)
+        # Node I/O, off the tick: an action that changed what the planner sees wakes it.
+        self.executors = NodeExecutors(app_context, settings.node_parallel_ops, on_done=self._tick_soon)
         self.gpu_refresh_s = settings.gpu_refresh_s
         self._gpus_read: dict[int, float] = {}  # node id -> when nvidia-smi was last asked (monotonic)
         self.lease = SchedulerLease(settings.scheduler_lease_s)
@@ -93,15 +99,16 @@ class SchedulerService:
     def _cached(self, cache: dict[int, tuple[tuple, NodeDriver]], node: Node, timeout_s: float) -> NodeDriver:
         """One driver per node, replaced when its URL, keys or pinned host key change."""
         made_from = (node.url, node.credentials_sealed, node.ssh_host_key_fingerprint, node.host_key_confirmed)
-        cached = cache.get(node.id)
-        if cached is not None and cached[0] == made_from:
-            return cached[1]
-        if cached is not None:
-            cached[1].close()
-        driver = backends.driver_for(node.url, timeout_s=timeout_s,
-                                     credentials=node_registry.credentials(self.box, node))
-        cache[node.id] = (made_from, driver)
-        return driver
+        with self._drivers_lock:
+            cached = cache.get(node.id)
+            if cached is not None and cached[0] == made_from:
+                return cached[1]
+            if cached is not None:
+                cached[1].close()
+            driver = backends.driver_for(node.url, timeout_s=timeout_s,
+                                         credentials=node_registry.credentials(self.box, node))
+            cache[node.id] = (made_from, driver)
+            return driver
 
     def driver(self, node: Node) -> NodeDriver:
         return self._cached(self._drivers, node, backends.timeout_s(self.settings.backend, node.url))
@@ -135,12 +142,16 @@ class SchedulerService:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
+        # Node actions in progress may end (a stop in its grace, a collection); the rest is found
+        # again by the next server. Their drivers are closed only after.
+        self.executors.shutdown(wait_s=self.settings.stop_grace_s + backends.timeout_s(self.settings.backend))
         self.notifier.shutdown()
         self.prober.shutdown()
-        for cache in (self._drivers, self._probe_drivers):
-            for _made_from, driver in cache.values():
-                driver.close()
-            cache.clear()
+        with self._drivers_lock:
+            for cache in (self._drivers, self._probe_drivers):
+                for _made_from, driver in cache.values():
+                    driver.close()
+                cache.clear()
         if self.lease.held:
             with self.app_context():
                 try:
@@ -211,17 +222,11 @@ class SchedulerService:
                 if not self.lease.unbroken:  # another process may have scheduled since this one last did
                     self.queue.clear()
                 listings = self._heartbeat()
-                ctx = self.run_context()
-                node_health.end_jobs_on_lost_nodes(db.session, self.grace_s, self.requeue_default,
-                                                   lambda job, lost: job_runner.discard_parts(ctx, job, lost))
-                now = utcnow()
-                for kind in kinds.all_kinds():  # notebook lifetimes, idle TensorBoards, ...
-                    kind.enforce(db.session, self.driver, self.settings, now)
+                node_health.end_jobs_on_lost_nodes(db.session, self.grace_s, self.requeue_default, self._remove_parts)
                 db.session.commit()
-                if job_runner.watch(db.session, ctx, listings, until=time.monotonic() + PHASE_BUDGET_S) is None:
-                    self._wake.set()
-                if not self._start_placed(until=time.monotonic() + PHASE_BUDGET_S):
-                    self._wake.set()
+                self._enforce_kinds()
+                self._watch(listings)
+                self._start_placed()
                 self.notifier.kick()  # job-end notices go out on their own thread
                 if self.samples.record_if_due(db.session) is not None:  # the dashboard's chart
                     db.session.commit()
@@ -232,9 +237,49 @@ class SchedulerService:
             finally:
                 db.session.remove()
 
-    def _start_placed(self, until: float) -> bool:
-        """Plan the queue, write the plan, start what it placed (and any start left by a crash);
-        False when time ran out (`until`, monotonic) before every placed job was started."""
+    def _dispatch(self, lane, key, action: Callable, *args, slots: int | None = None) -> bool:
+        """Hand `action(session, *args)` to a lane's executors (a node id: that node's); it runs only
+        while this process still holds the lease (it may have waited for a slot)."""
+        def leased(session):
+            if not self.lease.current():
+                return False  # another process schedules now: it does this itself
+            return action(session, *args)
+
+        return self.executors.dispatch(lane, key, leased, slots=slots)
+
+    def _remove_parts(self, job, lost: set[int]) -> None:
+        """A job lost with a node: its containers on its other, answering nodes go (a gang job
+        cannot go on without one of its parts)."""
+        ctx = self.run_context()
+        for node_id, container_id in job_runner.containers_off(job, lost):
+            self._dispatch(node_id, (job.id, f"remove on node {node_id}"), job_runner.remove, ctx, node_id, container_id)
+
+    def _enforce_kinds(self) -> None:
+        """Each kind's own rules (notebook lifetimes, idle TensorBoards), one kind at a time beside
+        the nodes' executors: the checks may ask a node (a container's traffic)."""
+        for kind in kinds.all_kinds():
+            def enforce(session, kind=kind):
+                halted = kind.enforce(session, self.driver, self.settings, utcnow())
+                session.commit()
+                return halted  # halted jobs: the next tick ends them
+
+            self._dispatch(KINDS_LANE, (None, f"enforce {kind.name}"), enforce, slots=1)
+
+    def _watch(self, listings: dict[int, job_runner.Listing]) -> None:
+        """Hand the ends of the jobs whose containers are done (or must stop) to their master's node,
+        and the leftovers to theirs."""
+        endings, leftovers = job_runner.watch(db.session, listings, busy=self.executors.busy)
+        db.session.commit()
+        ctx = self.run_context()
+        for ending in endings:
+            self._dispatch(ending.node_id, (ending.job_id, "end"), job_runner.finish, ctx, ending)
+        for leftover in leftovers:
+            self._dispatch(leftover.node_id, (leftover.job_id, f"remove on node {leftover.node_id}"), job_runner.remove,
+                           ctx, leftover.node_id, leftover.container_id)
+
+    def _start_placed(self) -> None:
+        """Plan the queue, write the plan, hand the start of what it placed (and of any start left
+        by a crash or waiting to try again) to the executors of the job's master's node."""
         session = db.session
         snap = snapshot.read(session, now=time.time(), queue=self.queue)
         result = plan(snap.state)
@@ -244,18 +289,16 @@ class SchedulerService:
         if positions_due:
             self._positions_due_at = time.monotonic() + POSITION_REFRESH_S
         ctx = self.run_context()
-        for job in job_runner.jobs_starting(session):
-            if time.monotonic() > until:
-                return False
-            if not self.lease.hold(session):
-                return True  # a slow tick outlived the lease: the process that took it over starts the rest
+        for job in job_runner.jobs_starting(session, utcnow()):
             if any(part.node.down_since is not None for part in job.parts):
                 continue  # its node missed a heartbeat: start it when it answers, or lose it with the node
-            job_runner.start(session, ctx, job)
-        return True
+            if not self.executors.busy(job.id):  # one step of a job at a time (a removal of its old containers)
+                self._dispatch(job.parts[0].node_id, (job.id, "start"), job_runner.start, ctx, job.id)
+        session.commit()
 
-    def _heartbeat(self) -> dict[int, list[ContainerState]]:
-        """Ping every node at once (listing its containers), record what it says; the listings."""
+    def _heartbeat(self) -> dict[int, job_runner.Listing]:
+        """Ask every node for its containers at once, record what the answers say; the listings
+        that came in (a node whose answer is late has none this tick: it wakes the loop)."""
         session = db.session
         nodes = node_health.probed_nodes(session)
         targets, outcomes = [], {}
@@ -271,5 +314,6 @@ class SchedulerService:
         self._gpus_read.update(dict.fromkeys(gpus_due, now))
         node_health.record_heartbeats(session, nodes, outcomes, self.grace_s)
         session.commit()
-        return {node_id: o.listing for node_id, o in outcomes.items() if o.listing is not None}
+        return {node_id: job_runner.Listing(o.asked_at, o.containers) for node_id, o in outcomes.items()
+                if o.containers is not None and o.asked_at is not None}
 

@@ -13,7 +13,7 @@ from kqi.jobs import kinds
 from kqi.jobs import lifecycle as jobs
 from kqi.jobs.files import JobFiles
 from kqi.models import Job, JobStatus
-from tests.conftest import wait_for
+from tests.conftest import ticked, wait_for
 from tests.test_training_on_engines import IMAGE, cluster  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.engines
@@ -67,7 +67,7 @@ def test_a_registered_kind_is_placed_adapted_started_and_collected_through_its_h
             found = db.session.get(Job, job_id)
             return found.status, list(found.pending_reasons or []), found.reason
 
-    cluster.scheduler.tick()
+    ticked(cluster.scheduler)()  # and the kinds' checks it handed out
     status, reasons, _ = job()
     assert status == JobStatus.QUEUED and reasons == ["no node allows probes"], reasons
     with cluster.app.app_context():  # the kind's name is the node feature its jobs need
@@ -77,7 +77,7 @@ def test_a_registered_kind_is_placed_adapted_started_and_collected_through_its_h
 
     response = cluster.admin.put("/api/v1/admin/nodes/1", json={"allow_tensorboard": True})
     assert response.status_code == 200, response.get_json()
-    status, _, reason = wait_for(lambda: job()[0].finished and job(), timeout=60, tick=cluster.scheduler.tick)
+    status, _, reason = wait_for(lambda: job()[0].finished and job(), timeout=60, tick=ticked(cluster.scheduler))
     assert status == JobStatus.COMPLETED and reason == "probe collected with status Completed"
     assert probe_kind.started == [job_id]
     assert b"probe=adapted" in JobFiles(cluster.app.instance_path, job_id).log.read_bytes()
