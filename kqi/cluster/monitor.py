@@ -6,10 +6,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from kqi.errors import NotFound
+from kqi.errors import Conflict, NotFound
 from kqi.jobs import lifecycle as jobs
-from kqi.models import Job, JobPart, Node
+from kqi.models import Job, JobPart, JobStatus, Node
 from kqi.resources import ZERO, Resources
+
+FORCE_ENDED = "force-ended by an administrator"
 
 
 def _container(job: Job, part: JobPart) -> dict[str, Any]:
@@ -44,9 +46,27 @@ def snapshot(session: Session) -> dict[str, Any]:
     return {"nodes": nodes, "tenants": [{**tenants[name], **tenant_held[name].as_api()} for name in sorted(tenants)]}
 
 
-def kill(session: Session, job_id: int) -> Job:
-    """An administrator stops any tenant's job, through the same halt path as its owner's."""
+def _job(session: Session, job_id: int) -> Job:
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound("job")
-    return jobs.halt(session, job)
+    return job
+
+
+def kill(session: Session, job_id: int) -> Job:
+    """An administrator stops any tenant's job, through the same halt path as its owner's."""
+    return jobs.halt(session, _job(session, job_id))
+
+
+def force_end(session: Session, job_id: int) -> Job:
+    """An administrator ends any tenant's job at once, whatever its containers or its node do:
+    Killed, its GPUs and other resources released in the same transaction. Nothing of it is
+    collected; its containers, now those of an ended job, are removed by the loop's watch when
+    their node answers, and a start or an end in flight for it finds it ended and changes nothing."""
+    job = _job(session, job_id)
+    while not job.status.finished:  # a status that moved meanwhile only moves on: compare-and-set again
+        if jobs.transition(session, job.id, job.status, JobStatus.KILLED, reason=FORCE_ENDED):
+            session.refresh(job)
+            return job
+        session.refresh(job)
+    raise Conflict(f"job {job.id} has already ended ({job.status.value})")

@@ -60,6 +60,15 @@ def kill_job(job_id: int):
     return jsonify(jobs.as_dict(job))
 
 
+@blueprint.post("/admin/jobs/<int:job_id>/force-end")
+def force_end_job(job_id: int):
+    require_admin()
+    job = monitor.force_end(db.session, job_id)
+    db.session.commit()
+    scheduler().wake()  # its resources are free: the queue may start something
+    return jsonify(jobs.as_dict(job))
+
+
 def _usage(tenant_id: int | None):
     query_args = accounting.parse_query(request.args)
     rows = accounting.summary(db.session, query_args, tenant_id=tenant_id)
@@ -150,6 +159,10 @@ PATHS = {
                                  ok(MONITOR), tags=ADMIN)},
     "/admin/jobs/{job_id}/kill": {"post": op("Stop any tenant's job (administrators)",
                                              ok({"type": "object"}), tags=ADMIN, parameters=[path_id("job_id")])},
+    "/admin/jobs/{job_id}/force-end": {"post": op(
+        "End any tenant's job at once (administrators): Killed, reason 'force-ended by an administrator', its "
+        "resources released now; nothing is collected, its containers are removed when their node answers",
+        ok({"type": "object"}), tags=ADMIN, parameters=[path_id("job_id")])},
     "/admin/usage": {"get": op("Usage of every tenant: CPU-, memory- and GPU-hours of ended jobs", USAGE_OK,
                                tags=ADMIN, parameters=[*USAGE_PARAMS, query("tenant", {"type": "string"})])},
     "/tenant/usage": {"get": op("Usage of the current tenant (its managers)", USAGE_OK, tags=["tenant"],

@@ -238,13 +238,23 @@ def admin_monitor(who):
     return page("admin/monitor.html", "admin/_monitor.html", snap=monitor.snapshot(db.session))
 
 
-@blueprint.post("/admin/monitor/kill/<int:job_id>")
-@admin_page
-def admin_kill(who, job_id: int):
-    error = _attempt(lambda: monitor.kill(db.session, job_id))
+def _monitor_action(action):
+    error = _attempt(action)
     scheduler().wake()
     response = page("admin/monitor.html", "admin/_monitor.html", snap=monitor.snapshot(db.session), error=error)
     return response, (422 if error else 200)
+
+
+@blueprint.post("/admin/monitor/kill/<int:job_id>")
+@admin_page
+def admin_kill(who, job_id: int):
+    return _monitor_action(lambda: monitor.kill(db.session, job_id))
+
+
+@blueprint.post("/admin/monitor/force-end/<int:job_id>")
+@admin_page
+def admin_force_end(who, job_id: int):
+    return _monitor_action(lambda: monitor.force_end(db.session, job_id))
 
 
 # -- usage and audit
