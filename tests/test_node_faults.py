@@ -163,13 +163,7 @@ def test_server_killed_with_jobs_running_then_restarted_ends_every_job_truly(tmp
     for job_id, text in zip(short + long, ["0", "1", "done", "done"]):
         got = requests.get(f"{server.url}/api/v1/training/{job_id}/files/r.txt", headers=http.headers, timeout=10)
         assert got.text.strip() == text
-    server.kill(signal.SIGTERM)
-    assert container_starts(own_engines, site_id, since) == {i: 1 for i in short + long + [failing]}  # none started twice
-    assert site_containers(own_engines, site_id) == []
-    assert _held(app) == []
-    with app.app_context():
-        assert db.session.query(Job).filter(Job.status.in_([JobStatus.STARTING, JobStatus.RUNNING])).count() == 0
-    kqi.shutdown(app)
+    _stopped_and_clean(server, app, own_engines, site_id, since, short + long + [failing])
 
 
 def test_two_servers_on_postgresql_one_schedules_and_the_other_takes_over(tmp_path, own_engines, postgres_server, serve):
@@ -228,4 +222,124 @@ def test_a_submit_to_the_server_without_the_lease_wakes_the_holder_at_once(tmp_p
     kqi.shutdown(app)
     with app.app_context():
         db.engine.dispose()
+
+
+# -- kill -9 in the middle of a node operation, then a restart: every job ends in its true state,
+# none is started twice, nothing is left on the nodes. The operations run on the nodes' executors,
+# beside the loop: the kill lands in the middle of one, never between two ticks.
+
+def _restart_site(tmp_path, engines, site_id, drain_second_node=False):
+    app = make_app(tmp_path, site_id=site_id)
+    site = NodeSite(app)
+    node_a, node_b = _register_all(site, engines)
+    if drain_second_node:  # everything runs on node a (where the test's registry is)
+        assert site.put_node(node_b, state="Draining").status_code == 200
+    return app, site, Http(site.api.token)
+
+
+ENDED = ("Completed", "Failed", "Killed", "UserCanceled", "Error")
+
+
+def _restarted(serve, http, site_id, job_id, timeout=120, **settings):
+    """The server started again after a kill -9: the server, and the job's end as it sees it."""
+    server = serve(site_id, **settings)
+    [ended] = http.wait(server, [job_id], *ENDED, timeout=timeout)
+    return server, ended
+
+
+def _stopped_and_clean(server, app, engines, site_id, since, job_ids):
+    """Stop the server; each job was started once, and nothing of them is left on the nodes."""
+    server.kill(signal.SIGTERM)
+    assert container_starts(engines, site_id, since) == {i: 1 for i in job_ids}  # none started twice
+    wait_for(lambda: site_containers(engines, site_id) == [], timeout=30)
+    assert _held(app) == []
+    with app.app_context():
+        assert db.session.query(Job).filter(Job.status.in_([JobStatus.STARTING, JobStatus.RUNNING])).count() == 0
+        db.session.remove()
+    kqi.shutdown(app)
+
+
+def _get(server, http, path):
+    return requests.get(f"{server.url}/api/v1/training/{path}", headers=http.headers, timeout=10)
+
+
+def test_server_killed_during_an_image_pull_then_restarted_starts_the_job_once(tmp_path, own_engines, serve):
+    from tests.test_registry_pull_on_engines import PASSWORD, image_in_registry
+
+    with image_in_registry(tmp_path / "registry", own_engines[0], "kqi/kill9:1") as (registry, image):
+        app, site, http = _restart_site(tmp_path, own_engines, "kill9pull", drain_second_node=True)
+        created = site.admin.post("/api/v1/admin/registries", json={"name": "local", "host": registry.host})
+        assert created.status_code == 201, created.get_json()
+        assert site.api.put("/api/v1/account/registry-credentials", json={
+            "registry_id": created.get_json()["id"], "username": "alice", "password": PASSWORD}).status_code == 200
+        since = time.time() - 1
+        server = serve("kill9pull")
+        os.kill(registry.process.pid, signal.SIGSTOP)  # the pull hangs in the middle
+        try:
+            job_id = http.submit(server, name="pulled", image=image, command="echo pulled and ran")
+            http.wait(server, [job_id], "Starting")
+            time.sleep(2)
+            assert http.job(server, job_id)["status"] == "Starting"
+            server.kill()
+        finally:
+            os.kill(registry.process.pid, signal.SIGCONT)
+        server, ended = _restarted(serve, http, "kill9pull", job_id)
+        assert ended["status"] == "Completed", ended
+        assert _get(server, http, f"{job_id}/log").text.count("pulled and ran") == 1
+        _stopped_and_clean(server, app, own_engines, "kill9pull", since, [job_id])
+
+
+def test_server_killed_while_shipping_a_jobs_inputs_then_restarted_starts_it_once(tmp_path, own_engines, serve):
+    app, site, http = _restart_site(tmp_path, own_engines, "kill9ship")
+    parent = site.submit(name="parent", memory_gb=0.25, command="head -c 150000000 /dev/zero > /kqi/output/big.bin")
+    assert site.wait_status(parent, "Completed", "Failed", "Error", timeout=120)["status"] == "Completed"
+    since = time.time() - 1
+    server = serve("kill9ship")
+    child = http.submit(server, name="child", parent_ids=[parent], command="wc -c < /kqi/parent/big.bin > /kqi/output/size.txt")
+    wait_for(lambda: http.job(server, child)["status"] == "Starting", timeout=30, interval=0.05)
+    time.sleep(0.3)  # 150 MB of parent outputs on their way to the node
+    assert http.job(server, child)["status"] == "Starting" and container_starts(own_engines, "kill9ship", since) == {}
+    server.kill()
+    server, ended = _restarted(serve, http, "kill9ship", child)
+    assert ended["status"] == "Completed", ended
+    assert _get(server, http, f"{child}/files/size.txt").text.strip() == "150000000"
+    _stopped_and_clean(server, app, own_engines, "kill9ship", since, [child])
+
+
+def test_server_killed_during_a_stop_then_restarted_ends_the_job_halted(tmp_path, own_engines, serve):
+    app, site, http = _restart_site(tmp_path, own_engines, "kill9stop")
+    since = time.time() - 1
+    server = serve("kill9stop", stop_grace_s=10)
+    job_id = http.submit(server, name="stubborn", gpu=1, command="echo up; sleep 300")  # PID 1 ignores SIGTERM
+    http.wait(server, [job_id], "Running")
+    assert requests.post(f"{server.url}/api/v1/training/{job_id}/halt", headers=http.headers, timeout=10).status_code == 200
+    time.sleep(3)  # the stop is in its 10 s grace
+    [container] = site_containers(own_engines, "kill9stop", job_id)
+    assert container.status == "running" and http.job(server, job_id)["status"] == "Running"
+    server.kill()
+    server, ended = _restarted(serve, http, "kill9stop", job_id, stop_grace_s=10)
+    assert ended["status"] == "UserCanceled" and ended["reason"] == "halted by user", ended
+    assert "up" in _get(server, http, f"{job_id}/log").text
+    _stopped_and_clean(server, app, own_engines, "kill9stop", since, [job_id])
+
+
+def test_server_killed_during_a_collection_then_restarted_collects_everything_once(tmp_path, own_engines, serve):
+    app, site, http = _restart_site(tmp_path, own_engines, "kill9collect")
+    since = time.time() - 1
+    server = serve("kill9collect")
+    job_id = http.submit(server, name="many", command="mkdir /kqi/output/m && cd /kqi/output/m && seq 1 50000 | xargs touch")
+    http.wait(server, [job_id], "Running")
+
+    def exited():
+        found = site_containers(own_engines, "kill9collect", job_id)
+        return found and found[0].status == "exited"
+
+    wait_for(exited, timeout=60, interval=0.1)
+    time.sleep(1)  # its 50,000 files on their way to the server
+    assert http.job(server, job_id)["status"] == "Running"
+    server.kill()
+    server, ended = _restarted(serve, http, "kill9collect", job_id, timeout=180)
+    assert ended["status"] == "Completed", ended
+    assert len(os.listdir(tmp_path / "instance" / "jobs" / str(job_id) / "output" / "m")) == 50000
+    _stopped_and_clean(server, app, own_engines, "kill9collect", since, [job_id])
 

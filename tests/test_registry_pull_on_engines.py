@@ -3,6 +3,7 @@ engine as auth_config (and nowhere on the node's disk); an image already there i
 again unless the job asks."""
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -19,27 +20,37 @@ pytestmark = pytest.mark.engines
 PASSWORD = "reg-" + "Pa55wordNeverOnDisk" * 2
 
 
-@pytest.fixture
-def registry(tmp_path, docker_engines_clean):
+@contextlib.contextmanager
+def image_in_registry(root, engine, repository: str = "kqi/busybox:1"):
+    """A registry in `engine`'s namespace (user alice, PASSWORD) holding the test image as
+    `repository`, which the engine itself no longer has: (registry, image)."""
     missing = registry_infra.missing_requirements()
     if missing:
         missing_part(f"the registry test needs {', '.join(missing)} (run scripts/test-deps.sh as root)")
-    engine = docker_engines_clean[0]
-    server = registry_infra.start_registry(tmp_path / "registry", engine.netns, "alice", PASSWORD)
+    server = registry_infra.start_registry(root, engine.netns, "alice", PASSWORD)
     client = engine.client()
-    image = f"{server.host}/kqi/busybox:1"
-    client.images.get(IMAGE).tag(image)
-    for event in client.api.push(image, stream=True, decode=True,
-                                 auth_config={"username": "alice", "password": PASSWORD}):
-        assert "error" not in event, event
-    client.images.remove(image)  # now only the registry has it
-    yield engine, server, image
+    image = f"{server.host}/{repository}"
     try:
-        client.images.remove(image, force=True)
-    except docker.errors.ImageNotFound:
-        pass
-    client.close()
-    server.stop()
+        client.images.get(IMAGE).tag(image)
+        for event in client.api.push(image, stream=True, decode=True,
+                                     auth_config={"username": "alice", "password": PASSWORD}):
+            assert "error" not in event, event
+        client.images.remove(image)  # now only the registry has it
+        yield server, image
+    finally:
+        try:
+            client.images.remove(image, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+        client.close()
+        server.stop()
+
+
+@pytest.fixture
+def registry(tmp_path, docker_engines_clean):
+    engine = docker_engines_clean[0]
+    with image_in_registry(tmp_path / "registry", engine) as (server, image):
+        yield engine, server, image
 
 
 def files_containing(root: str, needle: bytes) -> list[str]:
