@@ -63,17 +63,19 @@ def _ended(session, job, node, hours=1.0):
 
 
 @contextmanager
-def _later_job_columns(session):
-    """The jobs columns today's models have and this revision's schema lacks (later migrations
-    added them), there while the block writes through the models, dropped after it."""
-    have = {row[1] for row in session.execute(text("PRAGMA table_info(jobs)"))}
-    later = [column for column in Job.__table__.columns if column.name not in have]
+def _later_columns(session):
+    """The columns today's models have and this revision's schema lacks (later migrations added
+    them to jobs, nodes, ...), there while the block writes through the models, dropped after it."""
     dialect = session.get_bind().dialect
-    for column in later:
-        session.execute(text(f'ALTER TABLE jobs ADD COLUMN "{column.name}" {column.type.compile(dialect)}'))
+    later = []
+    for table in (Job.__table__, Node.__table__):
+        have = {row[1] for row in session.execute(text(f'PRAGMA table_info("{table.name}")'))}
+        later += [(table.name, column) for column in table.columns if column.name not in have]
+    for table, column in later:
+        session.execute(text(f'ALTER TABLE "{table}" ADD COLUMN "{column.name}" {column.type.compile(dialect)}'))
     yield
-    for column in later:
-        session.execute(text(f'ALTER TABLE jobs DROP COLUMN "{column.name}"'))
+    for table, column in later:
+        session.execute(text(f'ALTER TABLE "{table}" DROP COLUMN "{column.name}"'))
     session.commit()
 
 
@@ -137,7 +139,7 @@ def test_the_migration_keeps_every_row_and_never_hands_out_an_id_used_before(tmp
     try:
         with app.app_context():
             upgrade(directory=directory, revision="0010_load")
-            with _later_job_columns(db.session):
+            with _later_columns(db.session):
                 _fill_at_0010(db.session)
             assert db.session.scalar(select(func.max(Job.id))) == 4
             rows, schema = _dump(db.session), _jobs_schema(db.session)

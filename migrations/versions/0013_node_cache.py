@@ -14,9 +14,9 @@ depends_on = None
 
 
 def upgrade():
-    with op.batch_alter_table('nodes', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('shared_storage', sa.String(length=255), nullable=False, server_default=''))
-        batch_op.add_column(sa.Column('cache_gb', sa.Float(), nullable=True))
+    # Plain ADD COLUMN: a batch would rebuild nodes on SQLite, which the jobs' foreign keys refuse.
+    op.add_column('nodes', sa.Column('shared_storage', sa.String(length=255), nullable=False, server_default=''))
+    op.add_column('nodes', sa.Column('cache_gb', sa.Float(), nullable=True))
     op.create_table('node_cache_entries',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('node_id', sa.Integer(), nullable=False),
@@ -32,6 +32,5 @@ def upgrade():
 
 def downgrade():
     op.drop_table('node_cache_entries')
-    with op.batch_alter_table('nodes', schema=None) as batch_op:
-        batch_op.drop_column('cache_gb')
-        batch_op.drop_column('shared_storage')
+    op.drop_column('nodes', 'cache_gb')
+    op.drop_column('nodes', 'shared_storage')
