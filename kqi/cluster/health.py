@@ -8,10 +8,11 @@ Offline (unreachable past the grace period: its jobs end Killed, reason "node lo
 to the queue when they asked for it). Only Ready takes new jobs. Every change is a NodeEvent.
 
 The heartbeat is a ping and one container listing per node per tick, run in a small thread pool
-with a per-call timeout. The loop waits briefly (ANSWER_WAIT_S) only for the heartbeats it asked for
-in this tick from nodes that answered last time; one that comes later wakes the loop, and a ping
-not answered within the timeout makes its node Unreachable. So a node that hangs costs the loop
-that short wait once, never its timeout, and never stalls it for the others. A node that answers
+with a per-call timeout. A tick asks (Prober.ask), plans and hands out its starts, and only then
+waits briefly (ANSWER_WAIT_S) for the heartbeats it asked for from nodes that answered last time;
+one that comes later wakes the loop, and a ping not answered within the timeout makes its node
+Unreachable. So a node that hangs delays no start, costs the loop that short wait once, never its
+timeout, and never stalls it for the others. A node that answers
 its ping but not its listing in time is busy, not lost: it stays up, and its jobs wait for a
 listing to be judged on. The listing also feeds the watch.
 """
@@ -97,11 +98,10 @@ class Prober:
         # A call still running from an earlier tick is not repeated: a hung node holds one thread at most.
         self._inflight: dict[int, _Beat] = {}
 
-    def probe(self, targets: list[tuple[Node, NodeDriver]], site: str, gpus_of: set[int] = frozenset()
-              ) -> dict[int, Outcome]:
-        """The heartbeats that are in: a listing asked for now, or an earlier one that arrived since.
-        `gpus_of`: nodes whose nvidia-smi is read this time too. A node whose call is still running
-        has no outcome until its timeout passes (then an error)."""
+    def ask(self, targets: list[tuple[Node, NodeDriver]], site: str, gpus_of: set[int] = frozenset()
+            ) -> list[concurrent.futures.Future]:
+        """Start a heartbeat of each target that has none running (`gpus_of`: nodes whose
+        nvidia-smi is read this time too); the ones worth a short wait (of nodes that answered)."""
         now, asked_at = time.monotonic(), utcnow()
         waited = []
         for node, driver in targets:
@@ -109,11 +109,18 @@ class Prober:
                 answered = threading.Event()
                 beat = _Beat(now, asked_at, answered, self._pool.submit(_beat, driver, site, node.id in gpus_of, answered))
                 self._inflight[node.id] = beat
-                if node.down_since is None:  # a node that answered: its answer is worth a short wait
+                if node.down_since is None:
                     waited.append(beat.future)
+        return waited
+
+    def answers(self, targets: list[tuple[Node, NodeDriver]], waited: list[concurrent.futures.Future]
+                ) -> dict[int, Outcome]:
+        """The heartbeats that are in, after waiting at most `wait_s` for those `ask` said to: one
+        asked for now, or an earlier one that arrived since. A node whose call is still running has
+        no outcome until its timeout passes (then an error); its answer wakes the loop."""
         concurrent.futures.wait(waited, timeout=self.wait_s)
         for future in waited:
-            if not future.done():  # its answer will wake the loop (at once if it came meanwhile)
+            if not future.done():  # at once if it came meanwhile
                 future.add_done_callback(lambda _future: self._on_late_answer())
         outcomes = {}
         for node, _driver in targets:

@@ -8,11 +8,13 @@ planner sees (a job ended) wakes it again.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -221,12 +223,13 @@ class SchedulerService:
                     return
                 if not self.lease.unbroken:  # another process may have scheduled since this one last did
                     self.queue.clear()
-                listings = self._heartbeat()
+                beats = self._ask_nodes()
+                self._start_placed()  # before any wait for a node's answer
+                listings = self._heard(beats)
                 node_health.end_jobs_on_lost_nodes(db.session, self.grace_s, self.requeue_default, self._remove_parts)
                 db.session.commit()
                 self._enforce_kinds()
                 self._watch(listings)
-                self._start_placed()
                 self.notifier.kick()  # job-end notices go out on their own thread
                 if self.samples.record_if_due(db.session) is not None:  # the dashboard's chart
                     db.session.commit()
@@ -296,9 +299,8 @@ class SchedulerService:
                 self._dispatch(job.parts[0].node_id, (job.id, "start"), job_runner.start, ctx, job.id)
         session.commit()
 
-    def _heartbeat(self) -> dict[int, job_runner.Listing]:
-        """Ask every node for its containers at once, record what the answers say; the listings
-        that came in (a node whose answer is late has none this tick: it wakes the loop)."""
+    def _ask_nodes(self) -> _Beats:
+        """Start a heartbeat of every node at once (a ping and its containers' listing)."""
         session = db.session
         nodes = node_health.probed_nodes(session)
         targets, outcomes = [], {}
@@ -310,10 +312,27 @@ class SchedulerService:
         now = time.monotonic()
         gpus_due = {node.id for node in nodes if node.gpu_source == "nvidia-smi"
                     and now - self._gpus_read.get(node.id, float("-inf")) >= self.gpu_refresh_s}
-        outcomes.update(self.prober.probe(targets, self.settings.site_id, gpus_due))
+        waited = self.prober.ask(targets, self.settings.site_id, gpus_due)
         self._gpus_read.update(dict.fromkeys(gpus_due, now))
-        node_health.record_heartbeats(session, nodes, outcomes, self.grace_s)
+        return _Beats(nodes, targets, outcomes, waited)
+
+    def _heard(self, beats: _Beats) -> dict[int, job_runner.Listing]:
+        """Record what the heartbeats that came in say (waiting briefly for this tick's); the
+        listings among them (a node whose answer is late has none this tick: it wakes the loop)."""
+        session = db.session
+        outcomes = {**beats.outcomes, **self.prober.answers(beats.targets, beats.waited)}
+        node_health.record_heartbeats(session, beats.nodes, outcomes, self.grace_s)
         session.commit()
         return {node_id: job_runner.Listing(o.asked_at, o.containers) for node_id, o in outcomes.items()
                 if o.containers is not None and o.asked_at is not None}
 
+
+@dataclass(frozen=True)
+class _Beats:
+    """The heartbeats one tick asked for: the nodes, those with a driver, the outcomes known at once
+    (a node whose keys cannot be used), and the answers worth a short wait."""
+
+    nodes: list[Node]
+    targets: list[tuple[Node, NodeDriver]]
+    outcomes: dict[int, node_health.Outcome]
+    waited: list[concurrent.futures.Future]
