@@ -15,6 +15,7 @@ module imports no backend: each backend imports it to register itself.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -121,8 +122,8 @@ class CredentialsSchema:
                     raise CredentialsError(str(exc), group.check_field) from None
 
 
-class Backend:
-    """One execution backend. Subclasses set the attributes and implement `driver`."""
+class Backend(ABC):
+    """One execution backend. Subclasses set the attributes and implement `driver` and `timeout_s`."""
 
     name: str = ""
     schemes: tuple[str, ...] = ()  # the URL schemes it owns (no two backends share one)
@@ -137,18 +138,18 @@ class Backend:
         """Why a node URL of one of its schemes is unusable, or None."""
         return None
 
+    @abstractmethod
     def driver(self, url: str, timeout_s: int, credentials: Credentials) -> NodeDriver:
         """A driver for the node; it connects on first use, so making one never blocks."""
-        raise NotImplementedError
 
     def transport(self, url: str, has_credentials: bool) -> str:
         """How the node is reached, as the API shows it (one of `transports`)."""
         return urlsplit(url).scheme
 
+    @abstractmethod
     def timeout_s(self, settings: Mapping[str, Any]) -> int:
         """The longest one call to a node of this backend may take, from the backends' settings
         (`Settings.backend`: every backend's own keys)."""
-        raise NotImplementedError
 
     def pins_host_key(self, url: str) -> bool:
         """Whether a node of this URL is reached over SSH with a pinned host key."""

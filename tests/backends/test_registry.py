@@ -37,6 +37,9 @@ class Plain(backends.Backend):
     def timeout_s(self, settings):
         return settings["plain_timeout_s"]
 
+    def driver(self, url, timeout_s, credentials):
+        raise NodeError("plain nodes are never reached in these tests")
+
 
 @pytest.fixture
 def plain():
